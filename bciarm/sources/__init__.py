@@ -1,0 +1,1 @@
+"""bciarm.sources."""

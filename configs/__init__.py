@@ -1,0 +1,1 @@
+"""Built-in runnable graphs (``bciarm run NAME`` finds ``NAME.yaml`` here)."""

@@ -1,0 +1,1 @@
+"""Built-in pybullet scenes: layout files (``NAME.yaml``) and their assets."""
