@@ -1,0 +1,286 @@
+"""Graph configs: YAML -> validated :class:`GraphConfig`.
+
+A config names the nodes of a graph (in graph order), their kinds, types
+(registry names) and parameters, and the session protocol.  Everything is
+validated before anything starts; an error names the file, the key path and a
+fix, e.g.::
+
+    configs/my.yaml: nodes.source.params.n_channels: Input should be greater than 0
+      (got -4). Fix: give a positive integer.
+
+Node parameters are checked against the node class's own ``Params`` model
+(resolved through :mod:`bciarm.registry`), so a typo in a deep key is caught
+up front with a "did you mean" suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bciarm import registry
+
+NODE_KINDS = ("source", "decoder", "effector", "task")
+
+
+class ConfigError(ValueError):
+    """A config file is unreadable or invalid; the message says where and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSpec(_Strict):
+    """One node of the graph."""
+
+    kind: Literal["source", "decoder", "effector", "task"]
+    type: str = Field(description="registry name of the implementation")
+    params: dict[str, Any] = Field(default_factory=dict)
+    group: str | None = Field(default=None, description="process group (realtime runtime)")
+
+
+class CalibrationSpec(_Strict):
+    """Open-loop calibration block: the task drives the effector, the user watches."""
+
+    trials: int = Field(16, gt=0)
+    max_duration_s: float = Field(180.0, gt=0)
+    lag_s: float = Field(
+        0.15, ge=0, le=1.0,
+        description="the user's intention trails the arm it watches by about the feedback "
+                    "delay: neural bins are paired with the arm's velocity this long before",
+    )
+
+
+class BlockSpec(_Strict):
+    """A block of trials after calibration."""
+
+    name: str
+    mode: Literal["closed_loop", "open_loop"] = "closed_loop"
+    trials: int = Field(24, gt=0)
+    max_duration_s: float = Field(300.0, gt=0)
+
+
+class ProtocolSpec(_Strict):
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    blocks: list[BlockSpec] = Field(
+        default_factory=lambda: [BlockSpec(name="closed_loop_1"), BlockSpec(name="closed_loop_2")]
+    )
+
+    @field_validator("blocks")
+    @classmethod
+    def _unique_names(cls, blocks: list[BlockSpec]) -> list[BlockSpec]:
+        names = [b.name for b in blocks]
+        if len(set(names)) != len(names) or "calibration" in names:
+            raise ValueError("block names must be unique and must not be 'calibration'")
+        return blocks
+
+
+class RecordSpec(_Strict):
+    enabled: bool = True
+    flush_every: int = Field(256, gt=0, description="flush the log after this many records")
+
+
+class GraphConfig(_Strict):
+    """A runnable graph and its session protocol."""
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    tick_s: float = Field(0.01, gt=0, le=1.0, description="base clock period of the inline runtime")
+    axes: list[Literal["x", "y", "z"]] = Field(default_factory=lambda: ["x", "y"], min_length=1)
+    nodes: dict[str, NodeSpec]
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    record: RecordSpec = Field(default_factory=RecordSpec)
+
+    @field_validator("axes")
+    @classmethod
+    def _unique_axes(cls, axes: list[str]) -> list[str]:
+        if len(set(axes)) != len(axes):
+            raise ValueError("axes must not repeat")
+        return axes
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> "GraphConfig":
+        kinds = [n.kind for n in self.nodes.values()]
+        for kind in ("source", "effector", "task"):
+            if kind not in kinds:
+                raise ValueError(f"the graph needs a node of kind {kind!r}")
+        return self
+
+    def nodes_of(self, kind: str) -> list[str]:
+        return [name for name, spec in self.nodes.items() if spec.kind == kind]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _fix_hint(err: dict[str, Any], model: type[BaseModel] | None) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    loc = err["loc"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1]) if model else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        if close:
+            return f"Fix: did you mean {close[0]!r}?"
+        return f"Fix: remove it; allowed keys here: {', '.join(allowed) or '(none)'}"
+    if kind == "missing":
+        return f"Fix: add the key {loc[-1]!r}."
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bound = next(iter(ctx.values()), "?")
+        words = {"greater_than": "greater than", "greater_than_equal": "at least",
+                 "less_than": "less than", "less_than_equal": "at most"}[kind]
+        return f"Fix: give a value {words} {bound}."
+    if kind == "literal_error":
+        return f"Fix: use one of {ctx.get('expected', '')}."
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return f"Fix: give a {kind.split('_')[0]}."
+    return "Fix: see the README's configuration section."
+
+
+def _allowed_keys(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the sub-model addressed by ``loc`` (best effort)."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            continue  # a dict key such as a node name
+        current = field.annotation
+        # unwrap dict[str, Model] / list[Model]
+        args = getattr(current, "__args__", ())
+        for arg in args:
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                current = arg
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return []
+
+
+def format_validation_error(source: str, exc: ValidationError, prefix: tuple[Any, ...] = (),
+                            model: type[BaseModel] | None = None) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = prefix + tuple(err["loc"])
+        got = err.get("input")
+        shown = "" if err["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+        hint = _fix_hint({**err, "loc": tuple(err["loc"])}, model)
+        lines.append(f"{source}: {_key_path(loc)}: {err['msg']}{shown}. {hint}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path to a YAML file, or the name of a built-in config."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        return path
+    try:
+        return registry.config_file(str(name_or_path))
+    except registry.RegistryError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def node_class(spec: NodeSpec) -> type:
+    """The Node class a spec instantiates (decoders are wrapped by DecoderNode)."""
+    if spec.kind == "decoder":
+        from bciarm.decoders.node import DecoderNode
+
+        return DecoderNode
+    return registry.resolve(spec.kind, spec.type)
+
+
+def node_params(config: GraphConfig, name: str) -> dict[str, Any]:
+    """A node's params with graph-level defaults (``axes``) filled in."""
+    spec = config.nodes[name]
+    params = dict(spec.params)
+    cls = node_class(spec)
+    fields = getattr(getattr(cls, "Params", None), "model_fields", {})
+    if "axes" in fields and "axes" not in params:
+        params["axes"] = list(config.axes)
+    if spec.kind == "decoder":
+        params.setdefault("decoder", spec.type)
+    return params
+
+
+def _validate_nodes(config: GraphConfig, source: str) -> None:
+    problems = []
+    for name, spec in config.nodes.items():
+        where = ("nodes", name)
+        try:
+            cls = node_class(spec)
+        except registry.RegistryError as exc:
+            problems.append(f"{source}: {_key_path(where + ('type',))}: {exc}")
+            continue
+        try:
+            cls.Params(**node_params(config, name))
+        except ValidationError as exc:
+            problems.append(format_validation_error(source, exc, where + ("params",), cls.Params))
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{source}: {_key_path(where + ('params',))}: {exc}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def parse_config(data: Any, source: str = "<config>") -> GraphConfig:
+    """Validate an already-parsed YAML document."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with 'name' and 'nodes'")
+    try:
+        config = GraphConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc, model=GraphConfig)) from None
+    _validate_nodes(config, source)
+    return config
+
+
+def load_config(name_or_path: str | Path) -> tuple[GraphConfig, Path]:
+    """Load and validate a config by path or built-in name.
+
+    Returns
+    -------
+    config : GraphConfig
+    path : Path
+        The file it came from.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the key and the fix.
+    """
+    path = resolve_config_path(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)}). "
+                          "Fix: check indentation and quoting there.") from None
+    return parse_config(data, str(path)), path
+
+
+def dump_config(config: GraphConfig) -> str:
+    """The resolved config as YAML (defaults filled in), for the session folder."""
+    data = config.model_dump(mode="json")
+    for name, spec in config.nodes.items():
+        params = node_class(spec).Params(**node_params(config, name))
+        data["nodes"][name]["params"] = params.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False)

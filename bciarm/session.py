@@ -1,0 +1,342 @@
+"""A whole session: calibration, decoder fit, closed-loop blocks, metrics, files.
+
+The protocol is the clinical one:
+
+1. **Calibration** (open loop): the task drives the effector to targets by
+   itself while the (simulated) user watches and intends.
+2. **Fit**: the decoder is fit from the *recording* of that block (neural
+   frames paired with the effector's velocity ``lag_s`` earlier, because the
+   user's intention trails what they see by about the feedback delay), saved
+   into the session folder and announced with a ``decoder_update`` event.
+3. **Closed-loop blocks**: the decoder drives; each block ends after its
+   number of trials (or its time cap).
+
+Everything is written to a session folder: the resolved config, session
+metadata, the decoder, the full message log, ``metrics.json``,
+``trials.csv`` and ``trajectories.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import bciarm
+from bciarm.bus.inline import NS_PER_S, InlineRuntime
+from bciarm.bus.messages import EffectorState, Event, NeuralFrame
+from bciarm.bus.node import Node, NodeParams
+from bciarm.config import GraphConfig, dump_config, node_class, node_params
+from bciarm.decoders.node import DecoderNode
+from bciarm.record import LOG_NAME, Recorder, read_messages
+
+log = logging.getLogger("bciarm.session")
+
+AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
+
+
+class ProtocolNode(Node):
+    """The session's voice on the bus: block and decoder events."""
+
+    Params = NodeParams
+    outputs = ("event",)
+
+    def announce(self, kind: str, **data: Any) -> None:
+        self.emit("event", Event, kind=kind, data=data)
+
+
+@dataclass
+class BlockResult:
+    name: str
+    mode: str
+    start_s: float
+    end_s: float
+    trials: int
+
+
+@dataclass
+class SessionResult:
+    """What :meth:`Session.run` returns; ``metrics`` is what ``--json`` prints."""
+
+    metrics: dict[str, Any]
+    session_dir: Path
+    blocks: list[BlockResult] = field(default_factory=list)
+
+
+ProgressFn = Callable[[str, int, int, float], None]
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(bciarm.__file__).parent, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def make_session_dir(root: Path, name: str, seed: int) -> Path:
+    """A new, unique folder under ``root`` named after time, config and seed."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = root / f"{stamp}_{name}_seed{seed}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}_{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+class Session:
+    """Build a graph from a config and run its protocol on the inline runtime.
+
+    Parameters
+    ----------
+    config : GraphConfig
+    seed : int, optional
+        Overrides ``config.seed``.
+    out_dir : Path
+        Parent of the session folder.
+    duration_s : float, optional
+        Simulated length of the closed-loop part, split evenly over the
+        closed-loop blocks; blocks then end on time rather than trial count.
+    gui : bool
+        Show the pybullet GUI and pace the run at real time.
+    progress : callable, optional
+        ``progress(block, done, total, sim_s)`` after every tick.
+    """
+
+    def __init__(self, config: GraphConfig, *, seed: int | None = None,
+                 out_dir: str | Path = "sessions", duration_s: float | None = None,
+                 gui: bool = False, progress: ProgressFn | None = None,
+                 argv: list[str] | None = None) -> None:
+        self.config = config.model_copy(update={"seed": config.seed if seed is None else seed})
+        self.out_dir = Path(out_dir)
+        self.duration_s = duration_s
+        self.gui = gui
+        self.progress = progress
+        self.argv = argv if argv is not None else sys.argv
+        self.session_dir: Path | None = None
+        self.runtime: InlineRuntime | None = None
+
+    # ------------------------------------------------------------------ graph
+
+    def build_nodes(self) -> list[Node]:
+        nodes: list[Node] = [ProtocolNode("protocol")]
+        for name, spec in self.config.nodes.items():
+            params = node_params(self.config, name)
+            if self.gui and spec.kind == "effector":
+                params.setdefault("driver_params", {})["gui"] = True
+            nodes.append(node_class(spec)(name, **params))
+        if self.config.record.enabled:
+            # First in graph order so it is stopped last: the recording is
+            # flushed after every effector has come to rest.
+            nodes.insert(0, Recorder("recorder", flush_every=self.config.record.flush_every))
+        return nodes
+
+    def _one(self, kind: str) -> Node:
+        names = self.config.nodes_of(kind)
+        if len(names) != 1:
+            raise ValueError(f"this protocol needs exactly one {kind} node, found {names}")
+        assert self.runtime is not None
+        return self.runtime.node(names[0])
+
+    # ------------------------------------------------------------------ files
+
+    def _write_metadata(self, session_dir: Path) -> None:
+        (session_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+        import pybullet  # noqa: F401  (version recorded below)
+        versions = {"bciarm": bciarm.__version__, "python": platform.python_version(),
+                    "numpy": np.__version__}
+        for mod in ("scipy", "pybullet", "zmq", "msgpack"):
+            try:
+                versions[mod] = getattr(__import__(mod), "__version__", "unknown")
+            except ImportError:
+                pass
+        meta = {
+            "config": self.config.name,
+            "seed": self.config.seed,
+            "command": self.argv,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "git_commit": _git_commit(),
+            "versions": versions,
+            "host": platform.node(),
+        }
+        (session_dir / "session.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    # ------------------------------------------------------------------ protocol
+
+    def _run_block(self, name: str, mode: str, trials: int | None, max_s: float,
+                   done_before: int, total: int) -> BlockResult:
+        rt = self.runtime
+        assert rt is not None
+        task = self._one("task")
+        protocol = rt.node("protocol")
+        assert isinstance(protocol, ProtocolNode)
+        start_s = rt.now_ns / NS_PER_S
+        protocol.announce("block_start", block=name, mode=mode)
+        rt._drain()
+
+        def finished() -> bool:
+            return trials is not None and task.completed_trials(name) >= trials
+
+        def on_step(_dt: float) -> None:
+            if self.progress is not None:
+                self.progress(name, done_before + task.completed_trials(name), total,
+                              rt.now_ns / NS_PER_S)
+
+        rt.run_for(max_s, until=finished, on_step=on_step, pace=1.0 if self.gui else None)
+        protocol.announce("block_end", block=name, mode=mode)
+        rt._drain()
+        recorder = self._recorder()
+        if recorder is not None:
+            recorder.sync()
+        n = task.completed_trials(name)
+        if trials is not None and n < trials:
+            log.warning("block %s ended on its time cap after %d of %d trials", name, n, trials)
+        return BlockResult(name, mode, start_s, rt.now_ns / NS_PER_S, n)
+
+    def _recorder(self) -> Recorder | None:
+        assert self.runtime is not None
+        for node in self.runtime.nodes:
+            if isinstance(node, Recorder):
+                return node
+        return None
+
+    def calibration_data(self, block: BlockResult, lag_s: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """Neural features and kinematics of a block, read back from the log.
+
+        Each neural bin is paired with the effector's mean velocity over the
+        same bin shifted ``lag_s`` into the past.
+        """
+        assert self.session_dir is not None
+        decoder_node = self._one("decoder")
+        assert isinstance(decoder_node, DecoderNode)
+        effector_topic = "state." + self.config.nodes_of("effector")[0]
+        t0, t1 = round(block.start_s * NS_PER_S), round(block.end_s * NS_PER_S)
+        frames: list[NeuralFrame] = []
+        state_t, state_v = [], []
+        for topic, msg in read_messages(self.session_dir / LOG_NAME, ("neural", effector_topic)):
+            if not t0 <= msg.header.t_ns <= t1:
+                continue
+            if isinstance(msg, NeuralFrame):
+                frames.append(msg)
+            elif isinstance(msg, EffectorState):
+                state_t.append(msg.header.t_ns)
+                state_v.append(msg.velocity)
+        if not frames or not state_t:
+            raise RuntimeError(f"block {block.name!r} recorded no neural frames or effector states")
+        axes = [AXIS_INDEX[a] for a in self.config.axes]
+        st = np.asarray(state_t, dtype=np.int64)
+        sv = np.asarray(state_v)[:, axes]
+        bin_s = frames[0].bin_s
+        lag_ns, bin_ns = round(lag_s * NS_PER_S), round(bin_s * NS_PER_S)
+        Z, X = [], []
+        for f in frames:
+            hi = f.header.neural_t_ns - lag_ns
+            sel = (st > hi - bin_ns) & (st <= hi)
+            if not sel.any():
+                continue  # before the first state of the block
+            Z.append(decoder_node.features(f.counts))
+            X.append(sv[sel].mean(axis=0))
+        return np.asarray(Z), np.asarray(X), bin_s
+
+    def fit_decoder(self, block: BlockResult) -> Any:
+        """Fit, save and install the decoder from a calibration block."""
+        assert self.session_dir is not None and self.runtime is not None
+        decoder_node = self._one("decoder")
+        assert isinstance(decoder_node, DecoderNode)
+        Z, X, bin_s = self.calibration_data(block, self.config.protocol.calibration.lag_s)
+        decoder = decoder_node.make_estimator().fit(Z, X, bin_s)
+        decoder.save(self.session_dir / "decoder.npz")
+        decoder_node.set_decoder(decoder)
+        protocol = self.runtime.node("protocol")
+        assert isinstance(protocol, ProtocolNode)
+        protocol.announce("decoder_update", path="decoder.npz", n_channels=int(Z.shape[1]),
+                          bins=int(Z.shape[0]), fit_r2=float(decoder.score(Z, X)))
+        self.runtime._drain()
+        return decoder
+
+    def run(self) -> SessionResult:
+        """Run the whole protocol and write the session folder."""
+        from bciarm.tasks.metrics import compute_metrics
+
+        cfg = self.config
+        self.session_dir = make_session_dir(self.out_dir, cfg.name, cfg.seed)
+        self._write_metadata(self.session_dir)
+        self.runtime = InlineRuntime(self.build_nodes(), tick_s=cfg.tick_s, seed=cfg.seed,
+                                     session_dir=self.session_dir)
+        rt = self.runtime
+        closed = [b for b in cfg.protocol.blocks]
+        per_block_s = self.duration_s / len(closed) if self.duration_s else None
+        cal = cfg.protocol.calibration
+        total = cal.trials + (0 if per_block_s else sum(b.trials for b in closed))
+        blocks: list[BlockResult] = []
+        wall0 = time.perf_counter()
+        try:
+            rt.start()
+            blocks.append(self._run_block("calibration", "open_loop", cal.trials,
+                                          cal.max_duration_s, 0, total))
+            if cfg.nodes_of("decoder"):
+                self.fit_decoder(blocks[0])
+            for spec in closed:
+                done = sum(b.trials for b in blocks)
+                blocks.append(self._run_block(
+                    spec.name, spec.mode,
+                    None if per_block_s else spec.trials,
+                    per_block_s or spec.max_duration_s, done, total))
+            self.runtime.node("protocol").announce("session_end")  # type: ignore[attr-defined]
+            rt._drain()
+        finally:
+            rt.stop()
+        wall_s = time.perf_counter() - wall0
+        sim_s = rt.now_ns / NS_PER_S
+        task = self._one("task")
+        scored = [t for t in task.trials if t.mode == "closed_loop"]
+        metrics = compute_metrics(scored)
+        metrics = {
+            "trials": metrics["trials"],
+            "success_rate": metrics["success_rate"],
+            "mean_time_to_target_s": metrics["mean_time_to_target_s"],
+            "path_efficiency": metrics["path_efficiency"],
+            "bitrate_bps": metrics["bitrate_bps"],
+            "realtime_factor": sim_s / wall_s if wall_s > 0 else float("inf"),
+            "session_dir": str(self.session_dir),
+            "simulated_s": sim_s,
+            "wall_s": wall_s,
+            "seed": cfg.seed,
+            "config": cfg.name,
+            "calibration": compute_metrics([t for t in task.trials if t.block == "calibration"]),
+            "blocks": {b.name: compute_metrics([t for t in task.trials if t.block == b.name])
+                       for b in blocks[1:]},
+            "rejected_frames": dict(rt.rejected),
+        }
+        self._write_results(metrics, task.trials, blocks)
+        return SessionResult(metrics, self.session_dir, blocks)
+
+    def _write_results(self, metrics: dict[str, Any], trials: list[Any],
+                       blocks: list[BlockResult]) -> None:
+        assert self.session_dir is not None
+        (self.session_dir / "metrics.json").write_text(json.dumps(metrics, indent=2),
+                                                      encoding="utf-8")
+        if trials:
+            rows = [dataclasses.asdict(t) for t in trials]
+            with (self.session_dir / "trials.csv").open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow({k: (np.round(v, 5).tolist() if isinstance(v, np.ndarray) else v)
+                                     for k, v in row.items()})
+        from bciarm.plots import plot_session_trajectories
+
+        plot_session_trajectories(self.session_dir, self.config, blocks)
