@@ -1,0 +1,194 @@
+"""The ``simulated`` source: a simulated user driving a cosine-tuned population.
+
+Closes the loop in simulation::
+
+    state.<effector>, task ──▶ SimulatedUser (delayed feedback) ──▶ intended velocity
+                                 ──▶ CosineTunedPopulation ──▶ NeuralFrame on "neural"
+
+Every ``bin_s`` the user forms an intention from what it saw
+``feedback_delay_s`` ago, the population turns it into Poisson counts and the
+node publishes one :class:`~bciarm.bus.messages.NeuralFrame`.  The frame is
+its own provenance origin: its header's ``neural_seq``/``neural_t_ns`` equal
+its ``seq`` and acquisition time (the end of the bin).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from bciarm.bus.messages import EffectorState, Header, Message, NeuralFrame, TaskState
+from bciarm.bus.node import Node, NodeParams
+from bciarm.sources import population as _pop
+from bciarm.sources import user as _user
+from bciarm.sources.population import CosineTunedPopulation
+from bciarm.sources.user import SimulatedUser, axis_indices
+
+NS_PER_S = 1_000_000_000
+
+#: Task phases during which a target is on screen (anything else: no target).
+TARGET_PHASES = ("reach", "hold", "done")
+
+
+def frame_header(node: Node, topic: str) -> Header:
+    """Header for a neural frame: a fresh header that is its own provenance."""
+    h = node.header(topic)
+    return Header(h.seq, h.t_ns, h.src, h.seq, h.t_ns)
+
+
+class SimulatedSource(Node):
+    """Simulated user + cosine-tuned population, publishing spike counts.
+
+    Inputs ``state.*`` (effector position) and ``task`` (target, phase);
+    output ``neural``.  See :class:`SimulatedSource.Params`.
+
+    Attributes
+    ----------
+    population : CosineTunedPopulation
+        Built in ``on_start`` (None before).
+    user : SimulatedUser
+        Built in ``on_start`` (None before).
+    intended_velocity : ndarray, shape (k,)
+        The intention behind the last published frame (task axes, m/s).
+    history_t_ns, history_seq : list of int
+    history_velocity : list of ndarray
+        Every frame's time, seq and intended velocity (``keep_history``),
+        for analysis: e.g. decoder output against true intention.
+    """
+
+    class Params(NodeParams):
+        """Parameters of the simulated source."""
+
+        n_channels: int = Field(192, ge=1, le=65536, description="Number of channels (units).")
+        bin_s: float = Field(0.05, gt=0, le=1.0, description="Bin width, s; also the tick period.")
+        tick_s: float | None = Field(
+            None, description="Tick period, s; defaults to bin_s and must equal it.")
+        axes: list[str] = Field(["x", "y"], description="Task axes among x, y, z.")
+        effector: str | None = Field(
+            None, description="Follow only state.<effector>; None follows any state.* topic.")
+        feedback_delay_s: float = Field(
+            _user.DEFAULT_FEEDBACK_DELAY_S, ge=0.0, le=1.0,
+            description="Visual feedback delay of the user, s (0.1-0.2 is physiological).")
+        preferred_speed: float = Field(
+            _user.DEFAULT_PREFERRED_SPEED, ge=0.0, description="User's saturation speed, m/s.")
+        gain: float = Field(
+            _user.DEFAULT_GAIN, gt=0.0, description="User's speed per metre of distance, 1/s.")
+        noise_rel: float = Field(
+            _user.DEFAULT_NOISE_REL, ge=0.0,
+            description="Motor noise s.d. as a fraction of intended speed.")
+        noise_abs: float = Field(
+            _user.DEFAULT_NOISE_ABS, ge=0.0, description="Constant motor noise s.d., m/s.")
+        baseline_hz: float = Field(
+            _pop.DEFAULT_BASELINE_HZ, gt=0.0, description="Median baseline rate, Hz (log-normal).")
+        baseline_spread: float = Field(
+            _pop.DEFAULT_BASELINE_SPREAD, ge=0.0, description="S.d. of log baseline.")
+        baseline_range_hz: tuple[float, float] = Field(
+            _pop.DEFAULT_BASELINE_RANGE_HZ, description="Clip baselines into this range, Hz.")
+        depth_hz: float = Field(
+            _pop.DEFAULT_DEPTH_HZ, ge=0.0,
+            description="Median modulation depth at v_ref, Hz (log-normal).")
+        depth_spread: float = Field(
+            _pop.DEFAULT_DEPTH_SPREAD, ge=0.0, description="S.d. of log depth.")
+        untuned_fraction: float = Field(
+            _pop.DEFAULT_UNTUNED_FRACTION, ge=0.0, le=1.0, description="Fraction of untuned units.")
+        v_ref: float = Field(
+            _pop.DEFAULT_V_REF, gt=0.0, description="Speed at which modulation equals depth, m/s.")
+        population_seed: int | None = Field(
+            None, description="Seed of the tuning parameters (the 'subject'); None draws them "
+                              "from the node's session generator.  Fix it to keep the same "
+                              "subject across sessions with different seeds.")
+        keep_history: bool = Field(True, description="Record every frame's intended velocity.")
+
+        @model_validator(mode="before")
+        @classmethod
+        def _tick_defaults_to_bin(cls, data: object) -> object:
+            if isinstance(data, dict) and data.get("tick_s") is None:
+                data = {**data, "tick_s": data.get("bin_s", 0.05)}
+            return data
+
+        @model_validator(mode="after")
+        def _tick_equals_bin(self) -> "SimulatedSource.Params":
+            if abs(self.tick_s - self.bin_s) > 1e-12:
+                raise ValueError(f"tick_s ({self.tick_s}) must equal bin_s ({self.bin_s}): "
+                                 "one neural frame per bin")
+            return self
+
+        @field_validator("axes")
+        @classmethod
+        def _check_axes(cls, v: list[str]) -> list[str]:
+            axis_indices(v)
+            return v
+
+    inputs = ("state.*", "task")
+    outputs = ("neural",)
+
+    def __init__(self, name: str, params: NodeParams | dict | None = None, **kwargs: object):
+        super().__init__(name, params, **kwargs)
+        p = self.params
+        self._idx = axis_indices(p.axes)
+        self.population: CosineTunedPopulation | None = None
+        self.user: SimulatedUser | None = None
+        self.intended_velocity = np.zeros(len(p.axes))
+        self._position: np.ndarray | None = None
+        self._target: np.ndarray | None = None
+        self._spike_rng: np.random.Generator | None = None
+        self.history_t_ns: list[int] = []
+        self.history_seq: list[int] = []
+        self.history_velocity: list[np.ndarray] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_start(self) -> None:
+        p = self.params
+        k = len(p.axes)
+        # Independent streams so that, e.g., changing the motor noise does not
+        # change the population or the spike noise.
+        pop_rng, user_rng, spike_rng = self.rng.spawn(3)
+        if p.population_seed is not None:
+            pop_rng = np.random.default_rng(p.population_seed)
+        self.population = CosineTunedPopulation(
+            p.n_channels, k, rng=pop_rng, baseline_hz=p.baseline_hz,
+            baseline_spread=p.baseline_spread, baseline_range_hz=p.baseline_range_hz,
+            depth_hz=p.depth_hz, depth_spread=p.depth_spread,
+            untuned_fraction=p.untuned_fraction, v_ref=p.v_ref)
+        self.user = SimulatedUser(
+            k, feedback_delay_s=p.feedback_delay_s, preferred_speed=p.preferred_speed,
+            gain=p.gain, noise_rel=p.noise_rel, noise_abs=p.noise_abs, rng=user_rng)
+        self._spike_rng = spike_rng
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_message(self, topic: str, msg: Message) -> None:
+        if isinstance(msg, EffectorState):
+            if self.params.effector is not None and topic != f"state.{self.params.effector}":
+                return
+            self._position = np.asarray(msg.position, dtype=float)[self._idx]
+        elif isinstance(msg, TaskState):
+            self._target = (np.asarray(msg.target, dtype=float)[self._idx]
+                            if msg.phase in TARGET_PHASES else None)
+        else:
+            return
+        if self.user is not None:
+            # The screen changed: remember what the user sees, and when.
+            self.user.observe(self.now_ns() / NS_PER_S, self._position, self._target)
+
+    # ------------------------------------------------------------------ output
+
+    def on_tick(self, now_ns: int) -> None:
+        assert self.user is not None and self.population is not None
+        v = self.user.intend(now_ns / NS_PER_S)
+        counts = self.population.sample(v, self.params.bin_s, self._spike_rng)
+        header = frame_header(self, "neural")
+        self.intended_velocity = v
+        if self.params.keep_history:
+            self.history_t_ns.append(header.t_ns)
+            self.history_seq.append(header.seq)
+            self.history_velocity.append(v)
+        self.publish("neural", NeuralFrame(header=header, counts=counts, bin_s=self.params.bin_s))
+
+    def intended_history(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(t_s, velocity)``: time (s, shape (T,)) and intention (shape (T, k)) of every frame."""
+        t = np.asarray(self.history_t_ns, dtype=float) / NS_PER_S
+        v = (np.vstack(self.history_velocity) if self.history_velocity
+             else np.zeros((0, len(self.params.axes))))
+        return t, v
