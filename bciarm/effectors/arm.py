@@ -1,0 +1,512 @@
+"""Robot-arm effector: Cartesian velocity intent → guarded joint velocities.
+
+Two layers:
+
+:class:`ArmController` (no bus)
+    One control tick = read the driver → end-effector pose and Jacobian
+    (:class:`~bciarm.effectors.kinematics.ArmKinematics`) → task-space safety
+    chain on the latest intent → reference tracking (holds the off-plane
+    coordinate(s) and the starting orientation, and keeps station when the
+    intent is zero) → damped least squares to joint velocities, plus a small
+    null-space pull toward the home posture → joint-space safety chain →
+    ``driver.command_velocity`` → ``driver.advance(tick_s)``.  Drive it
+    directly with :meth:`ArmController.update`.
+
+:class:`ArmEffector` (registered effector ``"arm"``)
+    The bus node around it: reads ``intent``, ``event`` (``estop`` /
+    ``resume``) and ``task`` (target shown in the scene), publishes an
+    :class:`~bciarm.bus.messages.EffectorState` on ``state.<name>`` every tick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bciarm.bus.messages import EffectorState, Event, Header, Intent, Message, TaskState
+from bciarm.bus.node import Node, NodeParams
+from bciarm.drivers.base import Driver
+from bciarm.effectors.kinematics import ArmKinematics, orientation_error
+from bciarm.effectors.safety import SPEED, CartesianSafety, JointSafety, clip_norm
+
+AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
+
+
+class WorkspaceParams(BaseModel):
+    """A workspace box, world coordinates (m)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lower: tuple[float, float, float]
+    upper: tuple[float, float, float]
+
+    @field_validator("upper")
+    @classmethod
+    def _above_lower(cls, upper: tuple[float, float, float], info: Any) -> tuple:
+        lower = info.data.get("lower")
+        if lower is not None and not all(u > lo for u, lo in zip(upper, lower)):
+            raise ValueError(f"upper {upper} must be above lower {lower} in every axis")
+        return upper
+
+
+class ArmConfig(BaseModel):
+    """Settings of :class:`ArmController` (all have working defaults).
+
+    Attributes
+    ----------
+    tick_s : float
+        Control period, s; each update advances a simulated device this much.
+    axes : tuple of {"x", "y", "z"}
+        Task axes an intent drives, in intent order.  Axes not listed are held
+        at their starting value (a 2-D task moves in a plane).
+    max_speed : float
+        End-effector speed limit, m/s.
+    max_accel : float
+        End-effector acceleration/deceleration limit, m/s².
+    watchdog_s : float
+        Stop (decelerating) when no valid intent arrived for this long, s.
+    workspace : WorkspaceParams, optional
+        Box the end-effector stays in; default the scene's / robot's box.
+    damping : float
+        Damping λ of the damped-least-squares inverse (m); larger is more
+        robust near singularities, less exact.
+    joint_velocity_factor : float
+        Fraction of the URDF joint speed limit the controller may use.
+    max_joint_velocity : float, optional
+        Further cap on every joint's speed, rad/s.
+    max_joint_accel : float
+        Joint acceleration limit, rad/s².
+    joint_limit_margin : float
+        Within this distance of a joint limit the joint slows down to 0, rad.
+    position_gain : float
+        Gain of the reference-tracking P-term, 1/s.
+    max_correction_speed : float
+        Cap on the P-term's speed, m/s.
+    max_tracking_error : float
+        The in-plane reference never runs further than this ahead of the
+        end-effector (anti wind-up), m.
+    orientation_gain : float
+        Gain holding the starting orientation, 1/s.
+    max_angular_speed : float
+        Cap on the orientation correction, rad/s.
+    nullspace_gain : float
+        Gain of the null-space pull toward the home posture, 1/s.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tick_s: float = Field(0.01, gt=0)
+    axes: tuple[Literal["x", "y", "z"], ...] = ("x", "y")
+    max_speed: float = Field(0.25, gt=0)
+    max_accel: float = Field(1.0, gt=0)
+    watchdog_s: float = Field(0.1, gt=0)
+    workspace: WorkspaceParams | None = None
+    damping: float = Field(0.05, ge=0)
+    joint_velocity_factor: float = Field(0.5, gt=0, le=1)
+    max_joint_velocity: float | None = Field(None, gt=0)
+    max_joint_accel: float = Field(10.0, gt=0)
+    joint_limit_margin: float = Field(0.1, gt=0)
+    position_gain: float = Field(5.0, ge=0)
+    max_correction_speed: float = Field(0.05, ge=0)
+    max_tracking_error: float = Field(0.02, gt=0)
+    orientation_gain: float = Field(5.0, ge=0)
+    max_angular_speed: float = Field(1.0, ge=0)
+    nullspace_gain: float = Field(1.0, ge=0)
+
+    @field_validator("axes")
+    @classmethod
+    def _distinct_axes(cls, axes: tuple[str, ...]) -> tuple[str, ...]:
+        if not axes or len(set(axes)) != len(axes):
+            raise ValueError(f"axes must be 1 to 3 distinct names among x, y, z; got {axes}")
+        return axes
+
+
+@dataclass(frozen=True)
+class ArmStatus:
+    """What one control tick did (and the state after it).
+
+    Attributes
+    ----------
+    t_s : float
+        Controller time of the tick.
+    position, orientation : ndarray
+        End-effector world position (3) and quaternion (4) after the tick.
+    velocity : ndarray
+        End-effector linear velocity (world, m/s) after the tick, J(q)·q̇.
+    joint_position, joint_velocity : ndarray
+        Measured joint state after the tick.
+    command : ndarray
+        Cartesian velocity the safety chain allowed (3).
+    joint_command : ndarray
+        Joint velocities sent to the driver.
+    estopped : bool
+    guards : tuple of str
+        Guards that acted this tick.
+    """
+
+    t_s: float
+    position: np.ndarray
+    orientation: np.ndarray
+    velocity: np.ndarray
+    joint_position: np.ndarray
+    joint_velocity: np.ndarray
+    command: np.ndarray
+    joint_command: np.ndarray
+    estopped: bool
+    guards: tuple[str, ...]
+
+
+class ArmController:
+    """Bus-free arm control loop around a :class:`~bciarm.drivers.base.Driver`.
+
+    Parameters
+    ----------
+    driver : Driver
+        Connected or not; :meth:`start` connects it.  The controller owns it
+        from then on and closes it in :meth:`close`.
+    config : ArmConfig or dict, optional
+    kinematics : ArmKinematics, optional
+        Default: built from ``driver.robot_model()``.
+    **overrides
+        ArmConfig fields given directly.
+
+    Examples
+    --------
+    >>> ctl = ArmController(PyBulletArmDriver(), max_speed=0.2)
+    >>> ctl.start()
+    >>> status = ctl.update(np.array([0.1, 0.0]), now_s=0.01)
+    >>> ctl.close()
+    """
+
+    def __init__(self, driver: Driver, config: ArmConfig | dict[str, Any] | None = None,
+                 kinematics: ArmKinematics | None = None, **overrides: Any) -> None:
+        if isinstance(config, ArmConfig):
+            config = config.model_dump() if overrides else config
+        if not isinstance(config, ArmConfig):
+            config = ArmConfig(**{**(config or {}), **overrides})
+        self.config: ArmConfig = config
+        self.driver = driver
+        self.kinematics = kinematics
+        self.axes = tuple(AXIS_INDEX[a] for a in config.axes)
+        self.cartesian: CartesianSafety | None = None
+        self.joints: JointSafety | None = None
+        self.workspace: tuple[np.ndarray, np.ndarray] | None = None
+        self.x_ref = np.zeros(3)
+        self.quat_ref = np.array([0.0, 0.0, 0.0, 1.0])
+        self.q_home = np.zeros(0)
+        self.now_s = 0.0
+        self.ticks = 0
+        self.last: ArmStatus | None = None
+        self._started = False
+        self._closed = False
+        self._own_kinematics = kinematics is None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def intent_dim(self) -> int:
+        """Entries an intent must have (one per task axis)."""
+        return len(self.axes)
+
+    @property
+    def estopped(self) -> bool:
+        return self.cartesian is not None and self.cartesian.estop.latched
+
+    def start(self, now_s: float = 0.0) -> ArmStatus:
+        """Connect the driver, set up kinematics and guards, take the current pose as reference."""
+        if self._started:
+            assert self.last is not None
+            return self.last
+        cfg = self.config
+        self.driver.connect()
+        if self.kinematics is None:
+            self.kinematics = ArmKinematics(self.driver.robot_model())
+        model = self.kinematics.model
+        if tuple(self.kinematics.joint_names) != tuple(self.driver.joint_names):
+            raise ValueError(f"kinematics joints {self.kinematics.joint_names} differ from "
+                             f"driver joints {self.driver.joint_names}")
+        if cfg.workspace is not None:
+            self.workspace = (np.array(cfg.workspace.lower), np.array(cfg.workspace.upper))
+        elif model.workspace_lower is not None and model.workspace_upper is not None:
+            self.workspace = (np.asarray(model.workspace_lower, float),
+                              np.asarray(model.workspace_upper, float))
+        self.cartesian = CartesianSafety(cfg.max_speed, cfg.max_accel, cfg.watchdog_s,
+                                         cfg.tick_s, dim=3, axes=self.axes,
+                                         workspace=self.workspace)
+        limits = self.driver.limits
+        vmax = limits.max_velocity * cfg.joint_velocity_factor
+        if cfg.max_joint_velocity is not None:
+            vmax = np.minimum(vmax, cfg.max_joint_velocity)
+        self.joints = JointSafety(limits.lower, limits.upper, vmax, cfg.max_joint_accel,
+                                  cfg.joint_limit_margin, cfg.tick_s)
+        self.q_home = model.home_vector()
+        state = self.driver.read()
+        x, quat = self.kinematics.forward(state.position)
+        self.x_ref = self._in_box(x)
+        self.quat_ref = quat
+        self.now_s = float(now_s)
+        self._started = True
+        self.last = self._status(now_s, np.zeros(3), np.zeros(self.kinematics.n), ())
+        return self.last
+
+    def close(self) -> None:
+        """Stop the device and release it and the kinematics.  Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.driver.connected:
+                self.driver.stop()
+        finally:
+            self.driver.close()
+            if self._own_kinematics and self.kinematics is not None:
+                self.kinematics.close()
+
+    # ------------------------------------------------------------------ commands
+
+    def offer_intent(self, velocity: Any, now_s: float) -> bool:
+        """Hand in an intent (one entry per task axis, m/s) received at ``now_s``.
+
+        Returns False if it was rejected (non-finite, wrong size) or ignored
+        (e-stop latched).
+        """
+        self._require_started()
+        return self.cartesian.offer(velocity, now_s)
+
+    def intent_fresh(self, now_s: float) -> bool:
+        """True if a valid intent younger than the watchdog timeout is held."""
+        return self.cartesian is not None and self.cartesian.intent_fresh(now_s)
+
+    def estop(self, reason: str = "") -> None:
+        """Latch the e-stop: zero velocity now (``driver.stop()``), until :meth:`resume`."""
+        self._require_started()
+        self.cartesian.trigger_estop(reason)
+        self.joints.trigger_estop(reason)
+        if self.driver.connected:
+            self.driver.stop()
+
+    def resume(self) -> bool:
+        """Clear the e-stop.  Motion restarts only with a fresh intent.
+
+        Returns True if the e-stop was latched.
+        """
+        self._require_started()
+        was = self.cartesian.resume()
+        self.joints.resume()
+        # Hold where the arm stopped, not where the reference was when it latched.
+        x, _ = self.kinematics.forward(self.driver.read().position)
+        for i in self.axes:
+            self.x_ref[i] = x[i]
+        self.x_ref = self._in_box(self.x_ref)
+        return was
+
+    def show_target(self, position: Any, radius: float) -> None:
+        """Show a task target in the scene (visual only)."""
+        if self.driver.connected:
+            self.driver.show_target(position, radius)
+
+    # ------------------------------------------------------------------ the control tick
+
+    def update(self, intent: Any = None, now_s: float | None = None) -> ArmStatus:
+        """Run one control tick.
+
+        Parameters
+        ----------
+        intent : array_like, optional
+            A new intent (one entry per axis, m/s) arriving now; None keeps
+            the held one (subject to the watchdog).  Garbage is rejected and
+            counts as no intent.
+        now_s : float, optional
+            Time of this tick; default previous tick + ``tick_s``.
+
+        Returns
+        -------
+        ArmStatus
+        """
+        self._require_started()
+        cfg = self.config
+        now_s = self.now_s + cfg.tick_s if now_s is None else float(now_s)
+        self.now_s = now_s
+        if intent is not None:
+            self.cartesian.offer(intent, now_s)
+        kin = self.kinematics
+        state = self.driver.read()
+        q = np.asarray(state.position, dtype=float)
+        if not np.all(np.isfinite(q)):
+            # A device that cannot say where it is gets stopped.
+            self.driver.stop()
+            self.driver.advance(cfg.tick_s)
+            return self._status(now_s, np.zeros(3), np.zeros(kin.n), ("sensor",))
+        x, quat = kin.forward(q)
+        jac = kin.jacobian(q)
+
+        out = self.cartesian.step(now_s, x)
+        guards = list(out.guards)
+        if self.estopped:
+            self.joints.step(np.zeros(kin.n), q, now_s)
+            self.driver.stop()
+            qdot = np.zeros(kin.n)
+        else:
+            xdot, clipped = self._task_velocity(out.velocity, x, quat)
+            if clipped and SPEED not in guards:
+                guards.append(SPEED)
+            qdot_des = self._resolve(jac, xdot, q)
+            jout = self.joints.step(qdot_des, q, now_s)
+            guards.extend(g for g in jout.guards if g not in guards)
+            qdot = self.driver.command_velocity(jout.velocity)
+        self.driver.advance(cfg.tick_s)
+        self.ticks += 1
+        self.last = self._status(now_s, out.velocity, qdot, tuple(guards))
+        return self.last
+
+    def _task_velocity(self, v_cmd: np.ndarray, x: np.ndarray,
+                       quat: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Guarded command + reference tracking → 6-D end-effector twist."""
+        cfg = self.config
+        # The reference integrates the guarded command: off-plane axes get no
+        # command, so they stay at the starting value; in-plane it keeps
+        # station when the intent is zero instead of drifting.
+        self.x_ref = self._in_box(self.x_ref + v_cmd * cfg.tick_s)
+        axes = list(self.axes)
+        lead, _ = clip_norm(self.x_ref[axes] - x[axes], cfg.max_tracking_error)
+        self.x_ref[axes] = x[axes] + lead  # anti wind-up when the arm cannot follow
+        correction, _ = clip_norm(cfg.position_gain * (self.x_ref - x), cfg.max_correction_speed)
+        v_lin, clipped = clip_norm(v_cmd + correction, cfg.max_speed)
+        omega, _ = clip_norm(cfg.orientation_gain * orientation_error(self.quat_ref, quat),
+                             cfg.max_angular_speed)
+        return np.concatenate([v_lin, omega]), clipped
+
+    def _resolve(self, jac: np.ndarray, xdot: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Damped least squares: q̇ = Jᵀ(JJᵀ+λ²I)⁻¹ẋ + (I − J⁺J)·k(q_home − q)."""
+        cfg = self.config
+        jjt = jac @ jac.T + (cfg.damping ** 2) * np.eye(jac.shape[0])
+        j_pinv = jac.T @ np.linalg.inv(jjt)  # 6x6 inverse, cheap; DLS-damped so well-posed
+        qdot = j_pinv @ xdot
+        if cfg.nullspace_gain > 0 and self.q_home.size == q.size:
+            null = np.eye(q.size) - j_pinv @ jac
+            qdot = qdot + null @ (cfg.nullspace_gain * (self.q_home - q))
+        return qdot
+
+    # ------------------------------------------------------------------ helpers
+
+    def _in_box(self, x: np.ndarray) -> np.ndarray:
+        if self.workspace is None:
+            return np.array(x, dtype=float)
+        return np.clip(x, self.workspace[0], self.workspace[1])
+
+    def _status(self, now_s: float, command: np.ndarray, joint_command: np.ndarray,
+                guards: tuple[str, ...]) -> ArmStatus:
+        state = self.driver.read()
+        q = np.asarray(state.position, dtype=float)
+        qd = np.asarray(state.velocity, dtype=float)
+        if np.all(np.isfinite(q)):
+            x, quat = self.kinematics.forward(q)
+            v = self.kinematics.jacobian(q)[:3] @ qd if np.all(np.isfinite(qd)) else np.zeros(3)
+        else:
+            x, quat, v = np.full(3, np.nan), np.array([0.0, 0, 0, 1]), np.zeros(3)
+        return ArmStatus(now_s, x, quat, v, q, qd, np.asarray(command, float),
+                         np.asarray(joint_command, float), self.estopped, guards)
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise RuntimeError("ArmController.start() has not been called")
+        if self._closed:
+            raise RuntimeError("ArmController is closed")
+
+
+class ArmEffector(Node):
+    """Bus node: a robot arm following a Cartesian velocity intent, safely.
+
+    Inputs: ``intent`` (:class:`~bciarm.bus.messages.Intent`, one velocity
+    entry per axis in ``params.axes``), ``event`` (``estop`` latches,
+    ``resume`` clears), ``task`` (the target is shown in the scene).
+    Output: ``state.<name>`` (:class:`~bciarm.bus.messages.EffectorState`)
+    every tick, ``derived_from`` the intent that drove it.
+
+    Parameters
+    ----------
+    name : str
+    params : Params or dict
+        ArmConfig fields plus ``driver`` (registry name) and ``driver_params``.
+    """
+
+    class Params(ArmConfig, NodeParams):
+        """ArmConfig plus the driver to run."""
+
+        driver: str = "pybullet_arm"
+        driver_params: dict[str, Any] = Field(default_factory=dict)
+
+    params: "ArmEffector.Params"
+
+    def __init__(self, name: str, params: Any = None, **kwargs: Any) -> None:
+        super().__init__(name, params, **kwargs)
+        self.inputs = ("intent", "event", "task")
+        self.state_topic = f"state.{name}"
+        self.outputs = (self.state_topic,)
+        self.controller: ArmController | None = None
+        self._intent_header: Header | None = None
+
+    @property
+    def intent_dim(self) -> int:
+        """Entries an intent must have (one per axis)."""
+        return len(self.params.axes)
+
+    def make_driver(self) -> Driver:
+        """Instantiate the configured driver from the registry (not connected)."""
+        from bciarm.registry import resolve
+
+        cls = resolve("driver", self.params.driver)
+        return cls(**self.params.driver_params)
+
+    def on_start(self) -> None:
+        config = ArmConfig(**self.params.model_dump(include=set(ArmConfig.model_fields)))
+        self.controller = ArmController(self.make_driver(), config)
+        self.controller.start(self.now_ns() / 1e9)
+
+    def on_message(self, topic: str, msg: Message) -> None:
+        ctl = self.controller
+        if ctl is None:
+            return
+        now_s = self.now_ns() / 1e9
+        if isinstance(msg, Intent):
+            if msg.space != "cartesian":
+                self._reject("intent_space")
+            elif ctl.offer_intent(msg.velocity, now_s):
+                self._intent_header = msg.header
+            elif not ctl.estopped:
+                self._reject("intent_invalid")
+        elif isinstance(msg, Event):
+            if msg.kind == "estop":
+                ctl.estop(str(msg.data.get("reason", "")))
+                self.log.warning("%s: e-stop latched (%s)", self.name, msg.header.src)
+            elif msg.kind == "resume":
+                if ctl.resume():
+                    self.log.info("%s: e-stop cleared (%s)", self.name, msg.header.src)
+        elif isinstance(msg, TaskState):
+            ctl.show_target(msg.target, msg.target_radius)
+
+    def _reject(self, reason: str) -> None:
+        self.counters.rejected += 1
+        self.counters.rejected_by_reason[reason] += 1
+
+    def on_tick(self, now_ns: int) -> None:
+        ctl = self.controller
+        if ctl is None:
+            return
+        now_s = now_ns / 1e9
+        st = ctl.update(None, now_s)
+        derived = self._intent_header if ctl.intent_fresh(now_s) else None
+        pos = st.position if np.all(np.isfinite(st.position)) else np.zeros(3)
+        self.emit(self.state_topic, EffectorState, derived_from=derived,
+                  position=np.ascontiguousarray(pos, dtype="<f8"),
+                  velocity=np.ascontiguousarray(st.velocity, dtype="<f8"),
+                  joint_position=np.ascontiguousarray(st.joint_position, dtype="<f8"),
+                  joint_velocity=np.ascontiguousarray(st.joint_velocity, dtype="<f8"),
+                  estopped=st.estopped, guards=st.guards)
+
+    def on_stop(self) -> None:
+        if self.controller is not None:
+            self.controller.close()

@@ -1,0 +1,478 @@
+"""The safety chain: guards between a movement intent and a device command.
+
+Pure NumPy, no device or bus, so every guard is unit-testable and shared by
+all effectors (arm, exoskeleton, wheelchair).  Two stages:
+
+:class:`CartesianSafety` (task space, runs on the intent)
+    ``invalid`` (non-finite / wrong size intent: rejected, counted, treated as
+    no intent) → ``estop`` latch (zero at once) → ``watchdog`` (no valid intent
+    for ``watchdog_s``: target zero) → ``speed`` clamp → ``workspace`` box
+    (braking envelope: never heads for a wall faster than it can stop before
+    it, and never crosses it in the next tick) → ``accel`` limit (so the
+    watchdog and every other change brake at ``max_accel``, not instantly).
+
+:class:`JointSafety` (joint space, runs on the joint velocity command)
+    ``joint_invalid`` → ``estop`` → ``joint_limit`` margin (velocity toward a
+    limit scaled down linearly to zero inside the margin) → ``joint_speed``
+    clamp → ``joint_accel`` limit → ``joint_limit`` hard stop (never past a
+    limit in the next tick).
+
+Each ``step`` returns the command and the names of the guards that acted, so
+an effector can report them (``EffectorState.guards``).  Guards hold whatever
+comes in: NaN, Inf, 1e308, wrong sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+# Guard names, as reported in EffectorState.guards.
+INVALID = "invalid"
+ESTOP = "estop"
+WATCHDOG = "watchdog"
+SPEED = "speed"
+WORKSPACE = "workspace"
+ACCEL = "accel"
+JOINT_INVALID = "joint_invalid"
+JOINT_LIMIT = "joint_limit"
+JOINT_SPEED = "joint_speed"
+JOINT_ACCEL = "joint_accel"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def as_finite_vector(values: Any, n: int) -> np.ndarray | None:
+    """``values`` as a float vector of ``n`` finite entries, or None if it is not one."""
+    try:
+        a = np.array(values, dtype=float)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if a.ndim == 0 and n != 1:
+        return None
+    a = a.reshape(-1)
+    if a.shape != (n,) or not np.all(np.isfinite(a)):
+        return None
+    return a
+
+
+def clip_norm(v: np.ndarray, max_norm: float) -> tuple[np.ndarray, bool]:
+    """Scale ``v`` down to Euclidean norm ``max_norm``, keeping its direction.
+
+    Overflow-safe: works for entries up to the float maximum (the norm of
+    ``[1e308, 1e308]`` overflows; we normalise by the largest entry first).
+
+    Returns
+    -------
+    v : ndarray
+        The clipped vector (a new array).
+    clipped : bool
+        True if it had to be scaled.
+    """
+    v = np.asarray(v, dtype=float)
+    big = float(np.max(np.abs(v))) if v.size else 0.0
+    if big == 0.0:
+        return np.zeros_like(v), False
+    unit = v / big
+    length = float(np.linalg.norm(unit))  # in [1, sqrt(n)], no overflow
+    if big * length <= max_norm:  # may overflow to inf, which compares correctly
+        return v.copy(), False
+    return unit * (max_norm / length), True
+
+
+def braking_speed(distance: np.ndarray, decel: float, dt: float) -> np.ndarray:
+    """Largest speed from which braking at ``decel`` stops within ``distance``.
+
+    Discrete-time, exact for a command held for ``dt`` and reduced by
+    ``decel*dt`` each tick: from speed ``v`` the distance covered while braking
+    is ``dt * sum_i max(v - i*decel*dt, 0)``.  Keeping the speed toward a wall
+    at or under this envelope guarantees the wall is never crossed (it
+    includes the next tick: ``v <= distance/dt``).  Non-positive distances
+    give 0.
+    """
+    d = np.maximum(np.asarray(distance, dtype=float), 0.0)
+    u = decel * dt
+    # Largest whole number of braking ticks n with dt*u*n(n+1)/2 <= d.
+    n = np.floor((-1.0 + np.sqrt(1.0 + 8.0 * d / (dt * u))) / 2.0)
+    n = np.maximum(n, 0.0)
+    return d / (dt * (n + 1.0)) + u * n / 2.0
+
+
+# --------------------------------------------------------------------------- e-stop
+
+
+class EStopLatch:
+    """An e-stop that stays latched until an explicit :meth:`resume`.
+
+    Attributes
+    ----------
+    latched : bool
+    count : int
+        How many times it was triggered.
+    reason : str
+        Reason given with the latest trigger.
+    """
+
+    def __init__(self) -> None:
+        self.latched = False
+        self.count = 0
+        self.reason = ""
+
+    def trigger(self, reason: str = "") -> None:
+        """Latch (again).  Idempotent."""
+        self.latched = True
+        self.count += 1
+        self.reason = reason
+
+    def resume(self) -> bool:
+        """Clear the latch.  Returns True if it was latched."""
+        was = self.latched
+        self.latched = False
+        return was
+
+
+# --------------------------------------------------------------------------- task space
+
+
+@dataclass(frozen=True)
+class SafetyOutput:
+    """A guarded command and the guards that acted on it.
+
+    Attributes
+    ----------
+    velocity : ndarray
+        Command to send (task space for CartesianSafety, joints for JointSafety).
+    guards : tuple of str
+        Names of guards that changed the command this step.
+    """
+
+    velocity: np.ndarray
+    guards: tuple[str, ...]
+
+
+class CartesianSafety:
+    """Task-space guards: intent validation, e-stop, watchdog, speed, workspace, acceleration.
+
+    Parameters
+    ----------
+    max_speed : float
+        Largest commanded speed (norm), m/s.
+    max_accel : float
+        Largest change of commanded velocity per second (norm), m/s²; also the
+        deceleration used when the watchdog or the workspace brakes.
+    watchdog_s : float
+        An intent older than this is stale: the target velocity becomes 0.
+    tick_s : float
+        Nominal control period, s (used for the one-tick-ahead prediction,
+        and as the step length of the first call).
+    dim : int
+        Dimension of the task space (3 for Cartesian position).
+    axes : sequence of int, optional
+        Task-space axes an intent drives, in intent order (default all).  An
+        intent must have ``len(axes)`` entries.
+    workspace : (lower, upper), optional
+        Box the position must stay in (``dim`` entries each).
+
+    Attributes
+    ----------
+    rejected : int
+        Invalid intents seen (non-finite or wrong size).
+    estop : EStopLatch
+    """
+
+    def __init__(self, max_speed: float, max_accel: float, watchdog_s: float = 0.1,
+                 tick_s: float = 0.01, dim: int = 3, axes: Sequence[int] | None = None,
+                 workspace: tuple[Any, Any] | None = None) -> None:
+        for name, value in (("max_speed", max_speed), ("max_accel", max_accel),
+                            ("watchdog_s", watchdog_s), ("tick_s", tick_s)):
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive and finite, got {value!r}")
+        self.max_speed = float(max_speed)
+        self.max_accel = float(max_accel)
+        self.watchdog_s = float(watchdog_s)
+        self.tick_s = float(tick_s)
+        self.dim = int(dim)
+        self.axes = tuple(range(self.dim)) if axes is None else tuple(int(a) for a in axes)
+        if not self.axes or len(set(self.axes)) != len(self.axes) or not all(
+                0 <= a < self.dim for a in self.axes):
+            raise ValueError(f"axes must be distinct indices below {self.dim}, got {axes!r}")
+        if workspace is not None:
+            lower = np.asarray(workspace[0], dtype=float).reshape(-1)
+            upper = np.asarray(workspace[1], dtype=float).reshape(-1)
+            if lower.shape != (self.dim,) or upper.shape != (self.dim,) or np.any(upper <= lower):
+                raise ValueError(f"workspace must be (lower, upper) with {self.dim} entries each "
+                                 f"and upper > lower, got {workspace!r}")
+            self.workspace: tuple[np.ndarray, np.ndarray] | None = (lower, upper)
+        else:
+            self.workspace = None
+        # The envelope brakes each axis at max_accel/sqrt(dim): braking on all
+        # axes at once then still fits in the max_accel ball, so the envelope
+        # and the acceleration limit can always both be met.
+        self._wall_decel = self.max_accel / np.sqrt(self.dim)
+        self.estop = EStopLatch()
+        self.rejected = 0
+        self._intent: np.ndarray | None = None
+        self._intent_t = -np.inf
+        self._stale = False
+        self._pending_invalid = False
+        self._last_t: float | None = None
+        self.velocity = np.zeros(self.dim)
+
+    @property
+    def intent_dim(self) -> int:
+        """Number of entries an intent must have."""
+        return len(self.axes)
+
+    def offer(self, intent: Any, now_s: float) -> bool:
+        """Hand in an intent (one entry per axis) received at ``now_s``.
+
+        Returns
+        -------
+        bool
+            False if it was rejected: non-finite, wrong size, or the e-stop is
+            latched (intents are ignored while latched).  An invalid intent
+            also drops the one held before, so garbage brakes the device now
+            rather than after the watchdog delay.
+        """
+        if self.estop.latched:
+            return False
+        v = as_finite_vector(intent, self.intent_dim)
+        if v is None:
+            self.rejected += 1
+            self._pending_invalid = True
+            self._intent = None
+            return False
+        self._intent = v
+        self._intent_t = float(now_s)
+        self._stale = False
+        return True
+
+    def intent_fresh(self, now_s: float) -> bool:
+        """True if a valid intent younger than ``watchdog_s`` is held."""
+        return self._intent is not None and now_s - self._intent_t <= self.watchdog_s
+
+    def trigger_estop(self, reason: str = "") -> None:
+        """Latch the e-stop: the next step commands zero, with no deceleration ramp."""
+        self.estop.trigger(reason)
+        self.velocity = np.zeros(self.dim)
+        self._intent = None
+
+    def resume(self) -> bool:
+        """Clear the e-stop.  The old intent is gone: motion needs a fresh intent."""
+        self._intent = None
+        self._stale = False
+        self.velocity = np.zeros(self.dim)
+        return self.estop.resume()
+
+    def step(self, now_s: float, position: Any = None) -> SafetyOutput:
+        """Compute the guarded velocity command for the tick at ``now_s``.
+
+        Parameters
+        ----------
+        now_s : float
+            Current time, s (simulated or monotonic).
+        position : array_like, optional
+            Current position (``dim`` entries), for the workspace guard.  A
+            non-finite position counts as unknown: the device is braked.
+        """
+        dt = self.tick_s if self._last_t is None else now_s - self._last_t
+        self._last_t = float(now_s)
+        # Irregular ticks: a long gap must not license a big velocity jump.
+        dt = float(np.clip(dt, 1e-6, 2.0 * self.tick_s)) if np.isfinite(dt) else self.tick_s
+        guards: list[str] = []
+        if self._pending_invalid:
+            guards.append(INVALID)
+            self._pending_invalid = False
+
+        if self.estop.latched:
+            self.velocity = np.zeros(self.dim)
+            return SafetyOutput(self.velocity.copy(), (*guards, ESTOP))
+
+        target = np.zeros(self.dim)
+        if self._intent is not None:
+            if now_s - self._intent_t <= self.watchdog_s:
+                target[list(self.axes)] = self._intent
+            else:
+                self._intent = None
+                self._stale = True
+        if self._stale:
+            guards.append(WATCHDOG)
+
+        target, clipped = clip_norm(target, self.max_speed)
+        if clipped:
+            guards.append(SPEED)
+
+        lo = np.full(self.dim, -np.inf)
+        hi = np.full(self.dim, np.inf)
+        if self.workspace is not None:
+            pos = as_finite_vector(position, self.dim) if position is not None else None
+            if pos is None:
+                # Unknown position: treat every wall as touching -> brake.
+                lo = np.zeros(self.dim)
+                hi = np.zeros(self.dim)
+            else:
+                lower, upper = self.workspace
+                hi = braking_speed(upper - pos, self._wall_decel, self.tick_s)
+                lo = -braking_speed(pos - lower, self._wall_decel, self.tick_s)
+            bounded = np.clip(target, lo, hi)
+            if np.any(bounded != target):
+                guards.append(WORKSPACE)
+            target = bounded
+
+        v, limited, walled = self._accel_limit(self.velocity, target, lo, hi, dt)
+        if limited:
+            guards.append(ACCEL)
+        if walled and WORKSPACE not in guards:
+            guards.append(WORKSPACE)
+        if not np.all(np.isfinite(v)):  # cannot happen; belt and braces
+            v = np.zeros(self.dim)
+        self.velocity = v
+        return SafetyOutput(v.copy(), tuple(guards))
+
+    def _accel_limit(self, prev: np.ndarray, target: np.ndarray, lo: np.ndarray,
+                     hi: np.ndarray, dt: float) -> tuple[np.ndarray, bool, bool]:
+        """Move from ``prev`` toward ``target`` by at most ``max_accel*dt`` inside [lo, hi].
+
+        ``start`` = prev pulled into the box; the segment start→target lies
+        in the box (both ends do), so walking along it as far as the
+        acceleration ball allows keeps both constraints.
+        """
+        r = self.max_accel * dt
+        start = np.clip(prev, lo, hi)
+        walled = bool(np.any(start != prev))
+        if np.linalg.norm(target - prev) <= r:
+            return target.copy(), False, walled
+        w = start - prev
+        if np.linalg.norm(w) >= r:
+            # The wall demands more than max_accel (measured position ran ahead
+            # of the prediction): the workspace wins over smoothness.
+            return start, True, True
+        u = target - start
+        # Largest s in [0, 1] with |w + s u| = r.
+        a, b, c = u @ u, 2.0 * (w @ u), w @ w - r * r
+        s = (-b + np.sqrt(max(b * b - 4.0 * a * c, 0.0))) / (2.0 * a) if a > 0 else 0.0
+        s = float(np.clip(s, 0.0, 1.0))
+        return start + s * u, True, walled
+
+
+# --------------------------------------------------------------------------- joint space
+
+
+class JointSafety:
+    """Joint-space guards: joint-limit margin, velocity clamp, acceleration limit, hard limit.
+
+    Parameters
+    ----------
+    lower, upper : array_like
+        Joint position limits, rad.
+    max_velocity : array_like
+        Joint speed limits actually enforced, rad/s (callers pass
+        ``min(URDF limit * factor, configured)``).
+    max_accel : float or array_like
+        Joint acceleration limits, rad/s².
+    margin : float
+        Inside this distance (rad) of a limit the velocity toward it is
+        scaled by ``distance / margin`` (zero at the limit).
+    tick_s : float
+        Nominal control period, s.
+
+    Attributes
+    ----------
+    rejected : int
+        Invalid joint commands replaced by zero.
+    estop : EStopLatch
+    """
+
+    def __init__(self, lower: Any, upper: Any, max_velocity: Any, max_accel: Any = 10.0,
+                 margin: float = 0.1, tick_s: float = 0.01) -> None:
+        self.lower = np.asarray(lower, dtype=float).reshape(-1)
+        self.n = self.lower.size
+        self.upper = np.broadcast_to(np.asarray(upper, dtype=float), (self.n,)).copy()
+        self.max_velocity = np.broadcast_to(np.asarray(max_velocity, float), (self.n,)).copy()
+        self.max_accel = np.broadcast_to(np.asarray(max_accel, float), (self.n,)).copy()
+        if not (np.all(np.isfinite(self.max_velocity)) and np.all(self.max_velocity > 0)):
+            raise ValueError(f"max_velocity must be positive, got {max_velocity!r}")
+        if not (np.all(np.isfinite(self.max_accel)) and np.all(self.max_accel > 0)):
+            raise ValueError(f"max_accel must be positive, got {max_accel!r}")
+        if np.any(self.upper <= self.lower):
+            raise ValueError("joint upper limits must be above lower limits")
+        if not (np.isfinite(margin) and margin > 0):
+            raise ValueError(f"margin must be positive, got {margin!r}")
+        self.margin = float(margin)
+        self.tick_s = float(tick_s)
+        self.estop = EStopLatch()
+        self.rejected = 0
+        self.velocity = np.zeros(self.n)
+        self._last_t: float | None = None
+
+    def trigger_estop(self, reason: str = "") -> None:
+        """Latch: every step commands zero until :meth:`resume`."""
+        self.estop.trigger(reason)
+        self.velocity = np.zeros(self.n)
+
+    def resume(self) -> bool:
+        self.velocity = np.zeros(self.n)
+        return self.estop.resume()
+
+    def step(self, qdot: Any, q: Any, now_s: float) -> SafetyOutput:
+        """Guard a joint velocity command at joint positions ``q``.
+
+        A non-finite or wrong-size ``qdot`` or ``q`` gives zero velocity.
+        """
+        dt = self.tick_s if self._last_t is None else now_s - self._last_t
+        self._last_t = float(now_s)
+        dt = float(np.clip(dt, 1e-6, 2.0 * self.tick_s)) if np.isfinite(dt) else self.tick_s
+        if self.estop.latched:
+            self.velocity = np.zeros(self.n)
+            return SafetyOutput(self.velocity.copy(), (ESTOP,))
+        guards: list[str] = []
+        v = as_finite_vector(qdot, self.n)
+        pos = as_finite_vector(q, self.n)
+        if v is None or pos is None:
+            self.rejected += 1
+            # Not knowing where the joints are or what to do: brake (within
+            # the acceleration limit, like the watchdog).
+            v = np.zeros(self.n)
+            guards.append(JOINT_INVALID)
+            if pos is None:
+                pos = np.clip(np.zeros(self.n), self.lower, self.upper)
+                pos_known = False
+            else:
+                pos_known = True
+        else:
+            pos_known = True
+
+        # Margin: scale velocity toward a near limit smoothly down to zero.
+        up_room = self.upper - pos
+        down_room = pos - self.lower
+        scale = np.where(v > 0, np.clip(up_room / self.margin, 0.0, 1.0),
+                         np.clip(down_room / self.margin, 0.0, 1.0))
+        if np.any(scale < 1.0) and np.any(v[scale < 1.0] != 0):
+            guards.append(JOINT_LIMIT)
+        v = v * scale
+
+        # Speed: uniform scaling keeps the direction (the end-effector path).
+        ratio = np.max(np.abs(v) / self.max_velocity)
+        if ratio > 1.0:
+            v = v / ratio
+            guards.append(JOINT_SPEED)
+
+        # Acceleration: a uniform step toward the target, for the same reason.
+        dv = v - self.velocity
+        need = np.max(np.abs(dv) / (self.max_accel * dt))
+        if need > 1.0:
+            v = self.velocity + dv / need
+            guards.append(JOINT_ACCEL)
+
+        # Hard limit: never command past a limit within the next tick.
+        if pos_known:
+            hard = np.clip(v, -np.maximum(down_room, 0.0) / dt, np.maximum(up_room, 0.0) / dt)
+            if np.any(hard != v) and JOINT_LIMIT not in guards:
+                guards.append(JOINT_LIMIT)
+            v = hard
+        v = np.clip(v, -self.max_velocity, self.max_velocity)
+        self.velocity = v
+        return SafetyOutput(v.copy(), tuple(guards))
