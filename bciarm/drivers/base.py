@@ -15,6 +15,7 @@ radians, rad/s, seconds.
 from __future__ import annotations
 
 import logging
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,7 +319,11 @@ class Driver(ABC):
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+    def __del__(self) -> None:  # pragma: no cover - best effort for forgotten drivers
+        # At interpreter exit modules are being torn down and the device
+        # library may already be gone; the OS releases everything then.
+        if sys.meta_path is None:
+            return
         try:
             if getattr(self, "_connected", False) and not getattr(self, "_closed", True):
                 self.close()

@@ -5,9 +5,9 @@ Two layers:
 :class:`ArmController` (no bus)
     One control tick = read the driver → end-effector pose and Jacobian
     (:class:`~bciarm.effectors.kinematics.ArmKinematics`) → task-space safety
-    chain on the latest intent → reference tracking (holds the off-plane
-    coordinate(s) and the starting orientation, and keeps station when the
-    intent is zero) → damped least squares to joint velocities, plus a small
+    chain on the latest intent → a P-term holding the off-plane coordinate(s)
+    and the starting orientation (and keeping station while the command is
+    zero) → damped least squares to joint velocities, plus a small
     null-space pull toward the home posture → joint-space safety chain →
     ``driver.command_velocity`` → ``driver.advance(tick_s)``.  Drive it
     directly with :meth:`ArmController.update`.
@@ -33,6 +33,9 @@ from bciarm.effectors.kinematics import ArmKinematics, orientation_error
 from bciarm.effectors.safety import SPEED, CartesianSafety, JointSafety, clip_norm
 
 AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
+
+#: Cap on the null-space pull toward the home posture (rad/s, norm).
+MAX_NULLSPACE_SPEED = 0.3
 
 
 class WorkspaceParams(BaseModel):
@@ -82,12 +85,10 @@ class ArmConfig(BaseModel):
     joint_limit_margin : float
         Within this distance of a joint limit the joint slows down to 0, rad.
     position_gain : float
-        Gain of the reference-tracking P-term, 1/s.
+        Gain of the P-term holding the off-plane coordinate(s), and the
+        in-plane position while the command is zero, 1/s.
     max_correction_speed : float
         Cap on the P-term's speed, m/s.
-    max_tracking_error : float
-        The in-plane reference never runs further than this ahead of the
-        end-effector (anti wind-up), m.
     orientation_gain : float
         Gain holding the starting orientation, 1/s.
     max_angular_speed : float
@@ -111,7 +112,6 @@ class ArmConfig(BaseModel):
     joint_limit_margin: float = Field(0.1, gt=0)
     position_gain: float = Field(5.0, ge=0)
     max_correction_speed: float = Field(0.05, ge=0)
-    max_tracking_error: float = Field(0.02, gt=0)
     orientation_gain: float = Field(5.0, ge=0)
     max_angular_speed: float = Field(1.0, ge=0)
     nullspace_gain: float = Field(1.0, ge=0)
@@ -366,13 +366,16 @@ class ArmController:
                        quat: np.ndarray) -> tuple[np.ndarray, bool]:
         """Guarded command + reference tracking → 6-D end-effector twist."""
         cfg = self.config
-        # The reference integrates the guarded command: off-plane axes get no
-        # command, so they stay at the starting value; in-plane it keeps
-        # station when the intent is zero instead of drifting.
-        self.x_ref = self._in_box(self.x_ref + v_cmd * cfg.tick_s)
+        # In-plane, the reference follows the arm while it is commanded to
+        # move (the user closes that loop; a reference running ahead would make
+        # the arm creep on after a stop) and is latched where the arm is once
+        # the command is zero, so it keeps station instead of drifting.
+        # Off-plane axes are never commanded: their reference stays at the
+        # starting value, which holds the plane's height.
         axes = list(self.axes)
-        lead, _ = clip_norm(self.x_ref[axes] - x[axes], cfg.max_tracking_error)
-        self.x_ref[axes] = x[axes] + lead  # anti wind-up when the arm cannot follow
+        if np.any(v_cmd[axes] != 0.0):
+            self.x_ref[axes] = x[axes]
+        self.x_ref = self._in_box(self.x_ref)
         correction, _ = clip_norm(cfg.position_gain * (self.x_ref - x), cfg.max_correction_speed)
         v_lin, clipped = clip_norm(v_cmd + correction, cfg.max_speed)
         omega, _ = clip_norm(cfg.orientation_gain * orientation_error(self.quat_ref, quat),
@@ -383,11 +386,15 @@ class ArmController:
         """Damped least squares: q̇ = Jᵀ(JJᵀ+λ²I)⁻¹ẋ + (I − J⁺J)·k(q_home − q)."""
         cfg = self.config
         jjt = jac @ jac.T + (cfg.damping ** 2) * np.eye(jac.shape[0])
-        j_pinv = jac.T @ np.linalg.inv(jjt)  # 6x6 inverse, cheap; DLS-damped so well-posed
-        qdot = j_pinv @ xdot
+        qdot = jac.T @ np.linalg.solve(jjt, xdot)
         if cfg.nullspace_gain > 0 and self.q_home.size == q.size:
-            null = np.eye(q.size) - j_pinv @ jac
-            qdot = qdot + null @ (cfg.nullspace_gain * (self.q_home - q))
+            # The projector uses the exact pseudo-inverse: built from the damped
+            # one, J(I − J⁺J) = λ²(JJᵀ+λ²I)⁻¹J is not zero and the home pull
+            # leaked ~1 cm/s into the end-effector motion (measured), enough to
+            # keep the arm from settling on a target.
+            null = np.eye(q.size) - np.linalg.pinv(jac, rcond=1e-4) @ jac
+            pull, _ = clip_norm(cfg.nullspace_gain * (self.q_home - q), MAX_NULLSPACE_SPEED)
+            qdot = qdot + null @ pull
         return qdot
 
     # ------------------------------------------------------------------ helpers

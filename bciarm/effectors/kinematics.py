@@ -10,6 +10,7 @@ Quaternions are (x, y, z, w), like pybullet.
 
 from __future__ import annotations
 
+import sys
 from types import TracebackType
 
 import numpy as np
@@ -158,6 +159,8 @@ class ArmKinematics:
         self.close()
 
     def __del__(self) -> None:  # pragma: no cover
+        if sys.meta_path is None:  # interpreter exit: pybullet may be gone
+            return
         try:
             self.close()
         except Exception:

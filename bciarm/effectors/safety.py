@@ -51,7 +51,7 @@ def as_finite_vector(values: Any, n: int) -> np.ndarray | None:
         a = np.array(values, dtype=float)
     except (TypeError, ValueError, OverflowError):
         return None
-    if a.ndim == 0 and n != 1:
+    if a.ndim > 1 or (a.ndim == 0 and n != 1):
         return None
     a = a.reshape(-1)
     if a.shape != (n,) or not np.all(np.isfinite(a)):

@@ -1,0 +1,329 @@
+"""ArmEffector / ArmController acceptance tests on the simulated Panda.
+
+Everything runs on the simulated clock.  Speeds are measured from the physics
+(``PyBulletArmDriver.ee_state``: pybullet's own link velocity), not from what
+the controller believes it commanded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from bciarm import registry
+from bciarm.bus.harness import NodeHarness
+from bciarm.bus.messages import EffectorState, Event, Intent, TaskState
+from bciarm.drivers.pybullet_arm import PyBulletArmDriver
+from bciarm.effectors.arm import ArmController, ArmEffector
+from bciarm.effectors.kinematics import orientation_error
+from bciarm.testing.driver_checks import check_effector
+
+MAX_SPEED = 0.25
+MAX_ACCEL = 1.0
+WATCHDOG = 0.1
+TICK = 0.01
+SPEED_TOL = 0.01     # m/s over max_speed allowed in the measured physics
+STILL = 0.005        # m/s: "stopped"
+SETTLE = 0.25        # s allowed after the ideal braking time for the arm to settle
+STOP_BOUND = WATCHDOG + MAX_SPEED / MAX_ACCEL + SETTLE
+
+
+@pytest.fixture
+def ctl():
+    c = ArmController(PyBulletArmDriver())
+    c.start()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def harness():
+    node = ArmEffector("arm")
+    h = NodeHarness(node, tick_s=TICK)
+    yield h, node
+    h.close()
+
+
+def physics(ctl_or_node) -> tuple[np.ndarray, np.ndarray]:
+    ctl = getattr(ctl_or_node, "controller", ctl_or_node)
+    return ctl.driver.ee_state()
+
+
+class Meter:
+    """Collects physics measurements after every tick."""
+
+    def __init__(self, ctl: ArmController) -> None:
+        self.ctl = ctl
+        self.speed: list[float] = []
+        self.pos: list[np.ndarray] = []
+        self.joint_ratio: list[float] = []
+        self.vmax = ctl.driver.limits.max_velocity
+
+    def sample(self) -> None:
+        pos, vel = self.ctl.driver.ee_state()
+        self.speed.append(float(np.linalg.norm(vel)))
+        self.pos.append(pos)
+        self.joint_ratio.append(float(np.max(np.abs(self.ctl.driver.read().velocity) / self.vmax)))
+
+
+# --------------------------------------------------------------------------- limits hold
+
+
+GARBAGE = [
+    np.array([2.5, 0.0]),             # 10x max speed
+    np.array([-2.5, 2.5]),
+    np.array([np.nan, 0.0]),
+    np.array([np.inf, -np.inf]),
+    np.array([1e300, -1e300]),
+    np.array([0.1, 0.1, 0.1]),        # wrong size
+    np.array([0.1]),
+]
+
+
+def test_garbage_intents_direct_never_exceed_limits_and_stop(ctl):
+    meter = Meter(ctl)
+    rng = np.random.default_rng(0)
+    for k in range(300):
+        ctl.update(GARBAGE[rng.integers(len(GARBAGE))])
+        meter.sample()
+    assert max(meter.speed) <= MAX_SPEED + SPEED_TOL
+    assert max(meter.joint_ratio) <= 1.0
+    # 10x speed the whole time, into the workspace wall: still within limits and the box.
+    for k in range(200):
+        ctl.update(np.array([2.5, 2.5]))
+        meter.sample()
+    assert max(meter.speed) <= MAX_SPEED + SPEED_TOL
+    lo, hi = ctl.workspace
+    assert all(np.all(p >= lo - 0.005) and np.all(p <= hi + 0.005) for p in meter.pos)
+    # Then only garbage: it must come to rest within max_speed/max_accel + settling.
+    meter.speed.clear()
+    for k in range(40):
+        ctl.update(np.array([-2.5, 0.0]))  # get moving again at full speed
+    for k in range(100):
+        ctl.update([np.nan, np.inf][k % 2] * np.ones(2))
+        meter.sample()
+    s = np.array(meter.speed)
+    assert s[0] > 0.8 * MAX_SPEED  # it was moving when the garbage started
+    moving = np.nonzero(s > STILL)[0]
+    t_still = (moving.max() + 1) * TICK if moving.size else 0.0
+    assert t_still <= MAX_SPEED / MAX_ACCEL + SETTLE
+    assert ctl.cartesian.rejected >= 100
+
+
+def test_garbage_through_the_bus_never_exceeds_limits(harness):
+    h, node = harness
+    meter = Meter(node.controller)
+    for k in range(300):
+        v = GARBAGE[k % len(GARBAGE)]
+        h.send("intent", h.make("intent", Intent, velocity=v))  # NaN/Inf: rejected by the codec
+        h.tick()
+        meter.sample()
+    assert max(meter.speed) <= MAX_SPEED + SPEED_TOL
+    assert max(meter.joint_ratio) <= 1.0
+    states = h.sent("state.arm")
+    assert len(states) == 300
+    assert max(np.linalg.norm(s.velocity) for s in states) <= MAX_SPEED + SPEED_TOL
+    assert node.counters.rejected > 0  # wrong sizes and NaN/Inf were counted
+    assert any("speed" in s.guards for s in states)
+
+
+def test_joint_velocities_within_configured_cap():
+    c = ArmController(PyBulletArmDriver(), max_joint_velocity=0.3, max_speed=1.0, max_accel=5.0)
+    c.start()
+    try:
+        worst = 0.0
+        for k in range(150):
+            st = c.update(np.array([1.0, -1.0]) if k < 100 else np.array([-1.0, 0.0]))
+            worst = max(worst, float(np.abs(c.driver.read().velocity).max()))
+            assert np.all(np.abs(st.joint_command) <= 0.3 + 1e-12)
+        assert worst <= 0.3 * 1.02 + 0.01
+        assert "joint_speed" in c.last.guards or worst > 0.25
+    finally:
+        c.close()
+
+
+# --------------------------------------------------------------------------- watchdog, e-stop
+
+
+def test_watchdog_stops_within_bound(harness):
+    h, node = harness
+    meter = Meter(node.controller)
+    for k in range(60):  # 0.6 s at max speed (-x has 0.2 m of room)
+        h.send("intent", h.make("intent", Intent, velocity=np.array([-MAX_SPEED, 0.0])))
+        h.tick()
+    assert np.linalg.norm(physics(node)[1]) > 0.9 * MAX_SPEED
+    start = physics(node)[0]
+    for k in range(int(1.5 / TICK)):
+        h.tick()
+        meter.sample()
+    s = np.array(meter.speed)
+    moving = np.nonzero(s > STILL)[0]
+    t_stop = (moving.max() + 1) * TICK if moving.size else 0.0
+    assert t_stop <= STOP_BOUND, f"stopped after {t_stop:.3f} s, bound {STOP_BOUND:.3f} s"
+    # It brakes, not locks: still moving after the watchdog delay, slower each tick.
+    assert s[int(WATCHDOG / TICK) // 2] > 0.8 * MAX_SPEED
+    distance = np.linalg.norm(meter.pos[-1] - start)
+    ideal = MAX_SPEED * WATCHDOG + MAX_SPEED ** 2 / (2 * MAX_ACCEL)
+    assert distance <= ideal + 0.01
+    assert "watchdog" in h.sent("state.arm")[-1].guards
+
+
+def test_estop_zero_command_within_one_tick_and_resume(harness, monkeypatch):
+    h, node = harness
+    sent: list[np.ndarray] = []
+    drv = node.controller.driver
+    real = drv._command_velocity
+    monkeypatch.setattr(drv, "_command_velocity", lambda q: (sent.append(q.copy()), real(q)))
+    for k in range(40):
+        h.send("intent", h.make("intent", Intent, velocity=np.array([0.2, 0.1])))
+        h.tick()
+    assert np.abs(sent[-1]).max() > 0.05
+    sent.clear()
+    h.send("event", h.make("event", Event, kind="estop"))
+    assert sent and np.all(sent[-1] == 0)          # driver.stop() on the message itself
+    h.clear()
+    for k in range(30):
+        h.send("intent", h.make("intent", Intent, velocity=np.array([0.2, 0.1])))
+        h.tick()
+        assert np.all(sent[-1] == 0)               # every tick while latched commands zero
+    h.send("event", h.make("event", Event, kind="block_start"))
+    h.tick(10)
+    states = h.sent("state.arm")
+    assert all(s.estopped for s in states) and all("estop" in s.guards for s in states)
+    assert np.linalg.norm(states[-1].velocity) < STILL
+    assert np.linalg.norm(physics(node)[1]) < STILL
+    # Only resume clears it; and it needs a fresh intent to move.
+    h.send("event", h.make("event", Event, kind="resume"))
+    h.tick(5)
+    assert not h.sent("state.arm")[-1].estopped
+    assert np.linalg.norm(physics(node)[1]) < STILL
+    for k in range(30):
+        h.send("intent", h.make("intent", Intent, velocity=np.array([0.2, 0.0])))
+        h.tick()
+    assert np.linalg.norm(physics(node)[1]) > 0.15
+
+
+def test_estop_direct(ctl):
+    for k in range(40):
+        ctl.update(np.array([0.2, 0.0]))
+    ctl.estop("test")
+    st = ctl.update(np.array([0.2, 0.0]))
+    assert st.estopped and np.all(st.joint_command == 0) and np.all(st.command == 0)
+    assert ctl.offer_intent(np.array([0.2, 0.0]), ctl.now_s) is False
+    assert ctl.resume() is True
+    assert ctl.resume() is False
+
+
+# --------------------------------------------------------------------------- reaching
+
+
+@pytest.mark.parametrize("offset", [(0.12, 0.10), (-0.15, -0.2)])
+def test_reaches_a_point_in_the_plane_holding_height_and_orientation(ctl, offset):
+    x0, quat0 = ctl.last.position.copy(), ctl.last.orientation.copy()
+    target = x0 + np.array([*offset, 0.0])
+    direction = (target - x0)[:2] / np.linalg.norm((target - x0)[:2])
+    worst_dz = worst_rot = 0.0
+    # A steady intent toward the target, then (like a user) slowing near it.
+    for k in range(int(3.0 / TICK)):
+        err = (target - ctl.last.position)[:2]
+        speed = min(0.2, 2.0 * float(np.linalg.norm(err)))
+        st = ctl.update(direction * speed if k < 100 else err * 2.0)
+        worst_dz = max(worst_dz, abs(st.position[2] - x0[2]))
+        worst_rot = max(worst_rot, float(np.linalg.norm(orientation_error(quat0, st.orientation))))
+    pos = physics(ctl)[0]
+    assert np.linalg.norm(pos[:2] - target[:2]) < 0.003
+    assert worst_dz < 0.003              # height held
+    assert worst_rot < 0.02              # orientation held (rad)
+
+
+def test_three_axis_task_moves_in_z():
+    c = ArmController(PyBulletArmDriver(), axes=("x", "y", "z"))
+    c.start()
+    try:
+        z0 = c.last.position[2]
+        for k in range(100):
+            c.update(np.array([0.0, 0.0, 0.1]))
+        assert c.last.position[2] - z0 > 0.08
+    finally:
+        c.close()
+
+
+def test_check_effector_passes():
+    check_effector(lambda: ArmEffector("arm"))
+
+
+class IgnoresEstop(ArmEffector):
+    def on_message(self, topic, msg):
+        if isinstance(msg, Event):
+            return
+        super().on_message(topic, msg)
+
+
+class NoWatchdog(ArmEffector):
+    def on_tick(self, now_ns):
+        # Re-offer the last intent every tick: the watchdog never sees it go stale.
+        ctl = self.controller
+        if ctl.cartesian._intent is not None:
+            ctl.cartesian._intent_t = now_ns / 1e9
+        super().on_tick(now_ns)
+
+
+@pytest.mark.parametrize("broken, message", [(IgnoresEstop, "e-stop"),
+                                             (NoWatchdog, "watchdog bound")])
+def test_check_effector_catches_broken_effectors(broken, message):
+    with pytest.raises(AssertionError, match=message):
+        check_effector(lambda: broken("arm"))
+
+
+# --------------------------------------------------------------------------- node plumbing
+
+
+def test_registered_and_params_validated():
+    assert registry.resolve("effector", "arm") is ArmEffector
+    with pytest.raises(ValidationError, match="colour"):
+        ArmEffector("arm", colour="red")
+    with pytest.raises(ValidationError):
+        ArmEffector("arm", axes=["x", "x"])
+    with pytest.raises(ValidationError):
+        ArmEffector("arm", axes=["w"])
+    with pytest.raises(ValidationError):
+        ArmEffector("arm", max_speed=-1)
+    with pytest.raises(ValidationError):
+        ArmEffector("arm", workspace={"lower": [0, 0, 0], "upper": [1, -1, 1]})
+    node = ArmEffector("left", {"max_speed": 0.1, "driver_params": {"scene": "arm_table"}})
+    assert node.outputs == ("state.left",) and node.inputs == ("intent", "event", "task")
+    assert node.tick_s == 0.01 and node.intent_dim == 2
+
+
+def test_state_carries_provenance_and_shows_target(harness):
+    h, node = harness
+    hdr = h.header("intent", neural_seq=41, neural_t_ns=123)
+    h.send("intent", Intent(header=hdr, velocity=np.array([0.05, 0.0])))
+    h.tick()
+    st = h.sent("state.arm")[-1]
+    assert isinstance(st, EffectorState)
+    assert (st.header.neural_seq, st.header.neural_t_ns) == (41, 123)
+    assert st.position.shape == (3,) and st.joint_position.shape == (7,)
+    h.tick(int(0.2 / TICK))  # intent goes stale: no longer derived from it
+    assert h.sent("state.arm")[-1].header.neural_seq == -1
+    h.send("task", h.make("task", TaskState, block="b", trial=1, phase="reach",
+                          mode="closed_loop", target=np.array([0.0, 0.1, 0.9]),
+                          target_radius=0.03))
+    assert node.controller.driver._target_body is not None
+    # Intents in another space are refused and counted.
+    h.send("intent", h.make("intent", Intent, velocity=np.array([0.1, 0.0]), space="joint"))
+    assert node.counters.rejected_by_reason["intent_space"] == 1
+
+
+def test_workspace_override_and_on_stop_twice():
+    node = ArmEffector("arm", workspace={"lower": [-0.15, -0.05, 0.8], "upper": [-0.05, 0.05, 1.0]})
+    h = NodeHarness(node, tick_s=TICK)
+    for k in range(150):
+        h.send("intent", h.make("intent", Intent, velocity=np.array([2.5, 2.5])))
+        h.tick()
+    pos = physics(node)[0]
+    assert pos[0] <= -0.05 + 0.003 and pos[1] <= 0.05 + 0.003
+    h.close()
+    node.on_stop()
+    assert not node.controller.driver.connected
