@@ -19,6 +19,15 @@ velocity-tuning depth at 0.15 m/s has a median of about 4 Hz (a quarter of
 the baseline), so single units explain only a few per cent of the count
 variance while the population is decodable.
 
+With these defaults (192 channels, 20 % untuned, 50 ms bins) the closed loop
+gives good but imperfect control, as monkeys and patients get with a plain
+Kalman filter: in the default ``arm_center_out`` session (pybullet Panda,
+steady-state Kalman decoder fit on 24 open-loop trials with a 0.15 s lag)
+seeds 0 and 1 gave 100 % success, 1.42-1.44 s mean time to target, path
+efficiency 0.90-0.93 and 1.24-1.26 bits/s, against 0.94 s and 0.99 for the
+open-loop autopilot.  Lower ``depth_hz`` (or fewer channels) to make control
+harder: at 2.5 Hz a point-mass effector's time to target grows by about 30 %.
+
 Everything is vectorised over channels (and optionally over time), so 4096
 channels cost tens of microseconds per bin.
 """

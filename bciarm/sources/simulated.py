@@ -143,7 +143,11 @@ class SimulatedSource(Node):
         k = len(p.axes)
         # Independent streams so that, e.g., changing the motor noise does not
         # change the population or the spike noise.
-        pop_rng, user_rng, spike_rng = self.rng.spawn(3)
+        try:
+            pop_rng, user_rng, spike_rng = self.rng.spawn(3)
+        except (TypeError, ValueError):  # a generator not built from a SeedSequence
+            pop_rng, user_rng, spike_rng = (np.random.default_rng(s)
+                                            for s in self.rng.integers(0, 2**63, size=3))
         if p.population_seed is not None:
             pop_rng = np.random.default_rng(p.population_seed)
         self.population = CosineTunedPopulation(

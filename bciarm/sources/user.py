@@ -159,7 +159,8 @@ class SimulatedUser:
         """Intended velocity (task axes, m/s) at time ``t_s``.
 
         Zero (without noise) until a position and a target have been seen
-        ``feedback_delay_s`` ago.  Both noise vectors are drawn on every
+        ``feedback_delay_s`` ago.  Call with non-decreasing ``t_s``: older
+        observations are dropped as time advances.  Both noise vectors are drawn on every
         call that has something to aim at, so the noise stream does not
         depend on the trajectory.
         """
