@@ -124,7 +124,7 @@ class ArmConfig(BaseModel):
         return axes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ArmStatus:
     """What one control tick did (and the state after it).
 

@@ -137,7 +137,7 @@ class EStopLatch:
 # --------------------------------------------------------------------------- task space
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SafetyOutput:
     """A guarded command and the guards that acted on it.
 
@@ -431,19 +431,15 @@ class JointSafety:
         guards: list[str] = []
         v = as_finite_vector(qdot, self.n)
         pos = as_finite_vector(q, self.n)
-        if v is None or pos is None:
-            self.rejected += 1
-            # Not knowing where the joints are or what to do: brake (within
+        pos_known = pos is not None
+        if v is None or not pos_known:
+            # Not knowing what to do or where the joints are: brake (within
             # the acceleration limit, like the watchdog).
+            self.rejected += 1
             v = np.zeros(self.n)
             guards.append(JOINT_INVALID)
-            if pos is None:
-                pos = np.clip(np.zeros(self.n), self.lower, self.upper)
-                pos_known = False
-            else:
-                pos_known = True
-        else:
-            pos_known = True
+        if not pos_known:
+            pos = (self.lower + self.upper) / 2.0  # margins then leave the zero target alone
 
         # Margin: scale velocity toward a near limit smoothly down to zero.
         up_room = self.upper - pos
@@ -467,9 +463,12 @@ class JointSafety:
             v = self.velocity + dv / need
             guards.append(JOINT_ACCEL)
 
-        # Hard limit: never command past a limit within the next tick.
+        # Hard limit: never command past a limit within the next tick (the
+        # next tick may come late: assume the longer of the last gap and tick_s).
         if pos_known:
-            hard = np.clip(v, -np.maximum(down_room, 0.0) / dt, np.maximum(up_room, 0.0) / dt)
+            horizon = max(dt, self.tick_s)
+            hard = np.clip(v, -np.maximum(down_room, 0.0) / horizon,
+                           np.maximum(up_room, 0.0) / horizon)
             if np.any(hard != v) and JOINT_LIMIT not in guards:
                 guards.append(JOINT_LIMIT)
             v = hard

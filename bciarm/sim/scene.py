@@ -93,7 +93,7 @@ class _Reader:
     def fail(self, name: str, problem: str) -> SceneError:
         return SceneError(f"{self.path}: key {self.key(name)!r}: {problem}")
 
-    def get(self, name: str, default: Any = ..., ) -> Any:
+    def get(self, name: str, default: Any = ...) -> Any:
         if name not in self.data:
             if default is ...:
                 raise SceneError(f"{self.path}: missing required key {self.key(name)!r}")

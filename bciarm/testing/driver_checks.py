@@ -160,7 +160,8 @@ def check_driver(make_driver: Callable[[], Driver], step_s: float = 0.01,
     try:
         driver.close()
     except Exception as exc:  # noqa: BLE001 - any exception here is the failure we report
-        raise AssertionError(f"{name}.close() a second time raised {exc!r}; it must be safe") from exc
+        raise AssertionError(
+            f"{name}.close() a second time raised {exc!r}; it must be safe") from exc
 
 
 # --------------------------------------------------------------------------- effectors

@@ -126,6 +126,20 @@ def test_garbage_through_the_bus_never_exceeds_limits(harness):
     assert max(np.linalg.norm(s.velocity) for s in states) <= MAX_SPEED + SPEED_TOL
     assert node.counters.rejected > 0  # wrong sizes and NaN/Inf were counted
     assert any("speed" in s.guards for s in states)
+    # Get going at full speed, then only garbage: it must come to rest in bounded time.
+    for k in range(40):
+        h.send("intent", h.make("intent", Intent, velocity=np.array([-MAX_SPEED, 0.0])))
+        h.tick()
+    meter.speed.clear()
+    for k in range(100):
+        v = [np.array([np.nan, 0.0]), np.array([np.inf, 1.0]), np.ones(3)][k % 3]
+        h.send("intent", h.make("intent", Intent, velocity=v))
+        h.tick()
+        meter.sample()
+    s = np.array(meter.speed)
+    assert s[0] > 0.8 * MAX_SPEED
+    moving = np.nonzero(s > STILL)[0]
+    assert (moving.max() + 1) * TICK <= STOP_BOUND
 
 
 def test_joint_velocities_within_configured_cap():
@@ -133,12 +147,14 @@ def test_joint_velocities_within_configured_cap():
     c.start()
     try:
         worst = 0.0
+        acted = set()
         for k in range(150):
             st = c.update(np.array([1.0, -1.0]) if k < 100 else np.array([-1.0, 0.0]))
             worst = max(worst, float(np.abs(c.driver.read().velocity).max()))
+            acted.update(st.guards)
             assert np.all(np.abs(st.joint_command) <= 0.3 + 1e-12)
         assert worst <= 0.3 * 1.02 + 0.01
-        assert "joint_speed" in c.last.guards or worst > 0.25
+        assert "joint_speed" in acted  # the cap, not the Cartesian limits, is what bound it
     finally:
         c.close()
 

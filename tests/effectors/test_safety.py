@@ -315,3 +315,15 @@ def test_joint_guards_report_by_name():
     assert np.all(out.velocity == 0) and out.guards == (ESTOP,)
     js.resume()
     assert np.any(js.step([0.5, 0.5], [0.0, 0.0], 5 * TICK).velocity != 0)
+
+
+def test_joint_hard_limit_when_braking_cannot_make_it():
+    # Moving fast toward a limit with a weak acceleration limit: the margin's
+    # scaled target cannot be reached in one tick, so the hard stop must act.
+    js = JointSafety([-1.0], [1.0], [1.0], max_accel=1.0, margin=0.1, tick_s=TICK)
+    js.velocity = np.array([1.0])
+    out = js.step([1.0], [0.995], TICK)
+    assert JOINT_LIMIT in out.guards
+    assert 0.995 + out.velocity[0] * TICK <= 1.0 + 1e-12
+    out = js.step([1.0], [1.0], 2 * TICK)
+    assert out.velocity[0] <= 0.0
