@@ -36,6 +36,7 @@ MAX_TOPIC_BYTES = 128
 MAX_SRC_CHARS = 64
 MAX_STR_CHARS = 4096
 _INT64 = (-(1 << 63), (1 << 63) - 1)
+_DTYPES: dict[str, np.dtype] = {}
 
 
 class CodecError(ValueError):
@@ -179,15 +180,14 @@ def _decode_header(raw: Any) -> Header:
 
 
 def _decode_array(name: str, raw: Any, spec: ArraySpec) -> np.ndarray:
-    if not isinstance(raw, dict) or set(raw) != {"dtype", "shape", "data"}:
+    if type(raw) is not dict or len(raw) != 3 or not ("dtype" in raw and "shape" in raw
+                                                        and "data" in raw):
         raise CodecError("array", f"{name} must be a map with dtype, shape and data")
     dtype_str = raw["dtype"]
     if dtype_str not in spec.dtypes:
         raise CodecError("dtype", f"{name} has dtype {dtype_str!r}; allowed {list(spec.dtypes)}")
     shape = raw["shape"]
-    if not isinstance(shape, list) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
-    ):
+    if type(shape) is not list or not all(type(n) is int and n >= 0 for n in shape):
         raise CodecError("shape", f"{name} shape must be a list of non-negative integers")
     if len(shape) != spec.ndim:
         raise CodecError("shape", f"{name} must have {spec.ndim} dimension(s), got {len(shape)}")
@@ -195,14 +195,16 @@ def _decode_array(name: str, raw: Any, spec: ArraySpec) -> np.ndarray:
         for want, got in zip(spec.shape, shape):
             if want is not None and want != got:
                 raise CodecError("shape", f"{name} must have shape {spec.shape}, got {tuple(shape)}")
-    size = math.prod(shape)
+    size = shape[0] if len(shape) == 1 else math.prod(shape)
     if size > spec.max_size:
         raise CodecError("oversized", f"{name} has {size} elements; the bound is {spec.max_size}")
     data = raw["data"]
-    dtype = np.dtype(dtype_str)
-    if not isinstance(data, bytes) or len(data) != size * dtype.itemsize:
+    dtype = _DTYPES.get(dtype_str) or _DTYPES.setdefault(dtype_str, np.dtype(dtype_str))
+    if type(data) is not bytes or len(data) != size * dtype.itemsize:
         raise CodecError("shape", f"{name} data length does not match dtype {dtype_str} x {shape}")
-    arr = np.frombuffer(data, dtype=dtype).reshape(shape)
+    arr = np.frombuffer(data, dtype=dtype)
+    if spec.ndim != 1:
+        arr = arr.reshape(shape)
     if spec.finite and dtype.kind == "f" and not np.isfinite(arr).all():
         raise CodecError("non_finite", f"{name} contains NaN or Inf")
     return arr
@@ -279,7 +281,8 @@ def decode(topic_bytes: bytes, payload: bytes) -> tuple[str, Message]:
         )
     except Exception as exc:  # msgpack raises several unrelated exception types
         raise CodecError("garbage", f"payload is not valid msgpack ({type(exc).__name__})") from None
-    if not isinstance(top, dict) or set(top) != {"v", "type", "h", "b"}:
+    if type(top) is not dict or len(top) != 4 or not ("v" in top and "type" in top
+                                                      and "h" in top and "b" in top):
         raise CodecError("garbage", "payload must be a map with keys v, type, h, b")
     if top["v"] != SCHEMA_VERSION:
         raise CodecError(
@@ -290,7 +293,7 @@ def decode(topic_bytes: bytes, payload: bytes) -> tuple[str, Message]:
     header = _decode_header(top["h"])
     body = top["b"]
     specs = schema_of(cls)
-    if not isinstance(body, dict) or set(body) != {s.name for s in specs}:
+    if type(body) is not dict or len(body) != len(specs) or not all(s.name in body for s in specs):
         want = sorted(s.name for s in specs)
         got = sorted(body) if isinstance(body, dict) else type(body).__name__
         raise CodecError("fields", f"{cls.__name__} needs fields {want}, got {got}")

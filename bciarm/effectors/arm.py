@@ -392,7 +392,7 @@ class ArmController:
             # one, J(I − J⁺J) = λ²(JJᵀ+λ²I)⁻¹J is not zero and the home pull
             # leaked ~1 cm/s into the end-effector motion (measured), enough to
             # keep the arm from settling on a target.
-            null = np.eye(q.size) - np.linalg.pinv(jac, rcond=1e-4) @ jac
+            null = np.eye(q.size) - _pseudo_inverse(jac) @ jac
             pull, _ = clip_norm(cfg.nullspace_gain * (self.q_home - q), MAX_NULLSPACE_SPEED)
             qdot = qdot + null @ pull
         return qdot
@@ -422,6 +422,21 @@ class ArmController:
             raise RuntimeError("ArmController.start() has not been called")
         if self._closed:
             raise RuntimeError("ArmController is closed")
+
+
+def _pseudo_inverse(jac: np.ndarray) -> np.ndarray:
+    """J⁺ = Jᵀ(JJᵀ)⁻¹ for a full-row-rank Jacobian; SVD (pinv) near singularity.
+
+    The closed form costs a 6×6 solve instead of an SVD; it is exact while J
+    has full row rank, which the DLS keeps true away from singular postures.
+    """
+    try:
+        inv = jac.T @ np.linalg.solve(jac @ jac.T, np.eye(jac.shape[0]))
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(jac, rcond=1e-4)
+    if not np.all(np.isfinite(inv)) or np.abs(inv).max() > 1e4:
+        return np.linalg.pinv(jac, rcond=1e-4)
+    return inv
 
 
 class ArmEffector(Node):

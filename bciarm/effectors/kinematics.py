@@ -85,6 +85,8 @@ class ArmKinematics:
             p.disconnect(self._cid)
             raise
         self._q_loaded: np.ndarray | None = None
+        self._fk: tuple[np.ndarray, np.ndarray] | None = None
+        self._jac: np.ndarray | None = None
 
     @classmethod
     def from_scene(cls, scene: str) -> "ArmKinematics":
@@ -100,14 +102,20 @@ class ArmKinematics:
 
     def _set(self, q: np.ndarray) -> None:
         q = np.asarray(q, dtype=float).reshape(-1)
+        if self._q_loaded is not None and q.shape == self._q_loaded.shape and (
+                q.tobytes() == self._q_loaded.tobytes()):
+            return  # same (finite) q as loaded: nothing to do
         if q.shape != (self.n,) or not np.all(np.isfinite(q)):
             raise ValueError(f"need {self.n} finite joint positions, got {q!r}")
-        if self._q_loaded is not None and np.array_equal(q, self._q_loaded):
-            return
         p = self._p
         for j, value in zip(self._joints, q):
             p.resetJointState(self._body, j, float(value), physicsClientId=self._cid)
         self._q_loaded = q.copy()
+        # A control tick asks for the pose and Jacobian of the same q twice
+        # (before commanding, and for the state it publishes after the step,
+        # which is the next tick's "before"): memoise both per q.
+        self._fk = None
+        self._jac = None
 
     def forward(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """End-effector pose at joint positions ``q``.
@@ -120,9 +128,11 @@ class ArmKinematics:
             World orientation quaternion (x, y, z, w).
         """
         self._set(q)
-        s = self._p.getLinkState(self._body, self._ee, computeForwardKinematics=True,
-                                 physicsClientId=self._cid)
-        return np.array(s[4]), np.array(s[5])
+        if self._fk is None:
+            s = self._p.getLinkState(self._body, self._ee, computeForwardKinematics=True,
+                                     physicsClientId=self._cid)
+            self._fk = (np.array(s[4]), np.array(s[5]))
+        return self._fk[0].copy(), self._fk[1].copy()
 
     def jacobian(self, q: np.ndarray) -> np.ndarray:
         """Geometric Jacobian of the end-effector at ``q``, world frame.
@@ -134,13 +144,16 @@ class ArmKinematics:
         """
         q = np.asarray(q, dtype=float).reshape(-1)
         self._set(q)
-        dof_q = self._dof_q.copy()
-        dof_q[self._cols] = q
-        lin, ang = self._p.calculateJacobian(self._body, self._ee, self._local, dof_q.tolist(),
-                                             self._zeros, self._zeros, physicsClientId=self._cid)
-        rot = self._base_rot
-        return np.vstack([rot @ np.asarray(lin)[:, self._cols],
-                          rot @ np.asarray(ang)[:, self._cols]])
+        if self._jac is None:
+            dof_q = self._dof_q.copy()
+            dof_q[self._cols] = q
+            lin, ang = self._p.calculateJacobian(self._body, self._ee, self._local,
+                                                 dof_q.tolist(), self._zeros, self._zeros,
+                                                 physicsClientId=self._cid)
+            rot = self._base_rot
+            self._jac = np.vstack([rot @ np.asarray(lin)[:, self._cols],
+                                   rot @ np.asarray(ang)[:, self._cols]])
+        return self._jac.copy()
 
     def close(self) -> None:
         """Release the pybullet client.  Safe to call twice."""

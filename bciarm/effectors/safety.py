@@ -24,6 +24,8 @@ comes in: NaN, Inf, 1e308, wrong sizes.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -47,6 +49,9 @@ JOINT_ACCEL = "joint_accel"
 
 def as_finite_vector(values: Any, n: int) -> np.ndarray | None:
     """``values`` as a float vector of ``n`` finite entries, or None if it is not one."""
+    if type(values) is np.ndarray and values.shape == (n,) and values.dtype == np.float64:
+        # Fast path for the common case (a control tick calls this several times).
+        return values.copy() if np.isfinite(values).all() else None
     try:
         a = np.array(values, dtype=float)
     except (TypeError, ValueError, OverflowError):
@@ -62,8 +67,11 @@ def as_finite_vector(values: Any, n: int) -> np.ndarray | None:
 def clip_norm(v: np.ndarray, max_norm: float) -> tuple[np.ndarray, bool]:
     """Scale ``v`` down to Euclidean norm ``max_norm``, keeping its direction.
 
-    Overflow-safe: works for entries up to the float maximum (the norm of
-    ``[1e308, 1e308]`` overflows; we normalise by the largest entry first).
+    Overflow-safe: works for entries up to the float maximum (``math.hypot``
+    does not overflow on ``[1e308, 1e308]``; if even the norm is infinite we
+    normalise by the largest entry first).  Scalar math on purpose: this runs
+    several times per control tick on 3- to 7-vectors, where NumPy's call
+    overhead dominates.
 
     Returns
     -------
@@ -73,14 +81,16 @@ def clip_norm(v: np.ndarray, max_norm: float) -> tuple[np.ndarray, bool]:
         True if it had to be scaled.
     """
     v = np.asarray(v, dtype=float)
-    big = float(np.max(np.abs(v))) if v.size else 0.0
-    if big == 0.0:
-        return np.zeros_like(v), False
-    unit = v / big
-    length = float(np.linalg.norm(unit))  # in [1, sqrt(n)], no overflow
-    if big * length <= max_norm:  # may overflow to inf, which compares correctly
+    length = math.hypot(*v.ravel().tolist())
+    if length <= max_norm:  # NaN compares False and is scaled below
         return v.copy(), False
-    return unit * (max_norm / length), True
+    if length == 0.0:
+        return np.zeros_like(v), False
+    if math.isinf(length):
+        big = float(np.max(np.abs(v)))
+        unit = v / big
+        return unit * (max_norm / math.hypot(*unit.ravel().tolist())), True
+    return v * (max_norm / length), True
 
 
 def braking_speed(distance: np.ndarray, decel: float, dt: float) -> np.ndarray:
@@ -281,7 +291,7 @@ class CartesianSafety:
         dt = self.tick_s if self._last_t is None else now_s - self._last_t
         self._last_t = float(now_s)
         # Irregular ticks: a long gap must not license a big velocity jump.
-        dt = float(np.clip(dt, 1e-6, 2.0 * self.tick_s)) if np.isfinite(dt) else self.tick_s
+        dt = min(max(dt, 1e-6), 2.0 * self.tick_s) if math.isfinite(dt) else self.tick_s
         guards: list[str] = []
         if self._pending_invalid:
             guards.append(INVALID)
@@ -424,7 +434,7 @@ class JointSafety:
         """
         dt = self.tick_s if self._last_t is None else now_s - self._last_t
         self._last_t = float(now_s)
-        dt = float(np.clip(dt, 1e-6, 2.0 * self.tick_s)) if np.isfinite(dt) else self.tick_s
+        dt = min(max(dt, 1e-6), 2.0 * self.tick_s) if math.isfinite(dt) else self.tick_s
         if self.estop.latched:
             self.velocity = np.zeros(self.n)
             return SafetyOutput(self.velocity.copy(), (ESTOP,))

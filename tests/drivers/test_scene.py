@@ -38,7 +38,7 @@ def test_scene_found_by_name():
     assert spec.name == "arm_table"
     assert spec.robot.urdf == Path(pybullet_data.getDataPath()) / "franka_panda/panda.urdf"
     assert spec.robot.joints == tuple(f"panda_joint{i}" for i in range(1, 8))
-    assert spec.physics_dt == 0.002
+    assert spec.physics_dt == 0.005
     assert np.all(spec.workspace.upper > spec.workspace.lower)
 
 
