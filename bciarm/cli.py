@@ -25,22 +25,25 @@ err_console = Console(stderr=True)
 
 
 def _metrics_table(metrics: dict[str, Any]) -> Table:
-    table = Table(title="Closed-loop performance", title_justify="left")
-    table.add_column("block")
-    for col in ("trials", "success", "time to target (s)", "path efficiency", "bitrate (bit/s)"):
-        table.add_column(col, justify="right")
+    table = Table(title="Session performance", title_justify="left",
+                  caption="* open loop: the arm moved by itself while the user watched",
+                  caption_justify="left")
+    table.add_column("block", no_wrap=True)
+    for col in ("trials", "success", "time to target", "path eff.", "bit/s"):
+        table.add_column(col, justify="right", no_wrap=True)
 
     def row(name: str, m: dict[str, Any]) -> None:
         ttt = m["mean_time_to_target_s"]
         table.add_row(name, str(m["trials"]), f"{m['success_rate']:.1%}",
-                      "—" if ttt is None else f"{ttt:.2f}",
+                      "—" if ttt is None else f"{ttt:.2f} s",
                       "—" if m["path_efficiency"] is None else f"{m['path_efficiency']:.2f}",
                       f"{m['bitrate_bps']:.2f}")
 
-    row("calibration (open loop)", metrics["calibration"])
+    row("calibration*", metrics["calibration"])
     for name, m in metrics["blocks"].items():
         row(name, m)
-    row("[bold]closed loop, all[/bold]", metrics)
+    table.add_section()
+    row("closed loop", metrics)
     return table
 
 
@@ -75,16 +78,18 @@ def run(config: str, duration: float | None, seed: int | None, gui: bool, out: P
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     progress = Progress(TextColumn("[bold]{task.description:<14}"), BarColumn(),
-                        TextColumn("{task.completed}/{task.total} trials"),
+                        TextColumn("{task.fields[trials]}"),
                         TextColumn("sim {task.fields[sim]:>6.1f} s"), TimeElapsedColumn(),
                         console=err_console, transient=False)
-    bar = progress.add_task("starting", total=None, sim=0.0)
+    bar = progress.add_task("starting", total=None, sim=0.0, trials="")
     state = {"last": -1.0}
 
-    def on_progress(block: str, done: int, total: int, sim_s: float) -> None:
+    def on_progress(block: str, done: int, total: int | None, sim_s: float) -> None:
         if sim_s - state["last"] >= 0.5:  # redraw at most every half simulated second
             state["last"] = sim_s
-            progress.update(bar, description=block, completed=done, total=total, sim=sim_s)
+            trials = f"{done}/{total} trials" if total else f"{done} trials"
+            progress.update(bar, description=block, completed=done, total=total, sim=sim_s,
+                            trials=trials)
 
     session = Session(cfg, seed=seed, out_dir=out, duration_s=duration, gui=gui,
                       progress=on_progress, argv=sys.argv)
@@ -93,7 +98,8 @@ def run(config: str, duration: float | None, seed: int | None, gui: bool, out: P
     try:
         with progress:
             result = session.run()
-            progress.update(bar, completed=progress.tasks[0].total)
+            if progress.tasks[0].total:
+                progress.update(bar, completed=progress.tasks[0].total)
     except KeyboardInterrupt:
         err_console.print("[red]interrupted: effectors stopped, recording closed[/red]")
         sys.exit(130)

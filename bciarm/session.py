@@ -73,7 +73,8 @@ class SessionResult:
     blocks: list[BlockResult] = field(default_factory=list)
 
 
-ProgressFn = Callable[[str, int, int, float], None]
+#: progress(block, trials done, planned trials or None, simulated seconds)
+ProgressFn = Callable[[str, int, "int | None", float], None]
 
 
 def _git_commit() -> str | None:
@@ -177,7 +178,7 @@ class Session:
     # ------------------------------------------------------------------ protocol
 
     def _run_block(self, name: str, mode: str, trials: int | None, max_s: float,
-                   done_before: int, total: int) -> BlockResult:
+                   done_before: int, total: int | None) -> BlockResult:
         rt = self.runtime
         assert rt is not None
         task = self._one("task")
@@ -226,9 +227,8 @@ class Session:
         t0, t1 = round(block.start_s * NS_PER_S), round(block.end_s * NS_PER_S)
         frames: list[NeuralFrame] = []
         state_t, state_v = [], []
-        for topic, msg in read_messages(self.session_dir / LOG_NAME, ("neural", effector_topic)):
-            if not t0 <= msg.header.t_ns <= t1:
-                continue
+        for topic, msg in read_messages(self.session_dir / LOG_NAME, ("neural", effector_topic),
+                                        start_ns=t0, end_ns=t1):
             if isinstance(msg, NeuralFrame):
                 frames.append(msg)
             elif isinstance(msg, EffectorState):
@@ -272,7 +272,7 @@ class Session:
         from bciarm.tasks.metrics import compute_metrics
 
         cfg = self.config
-        self.session_dir = make_session_dir(self.out_dir, cfg.name, cfg.seed)
+        self.session_dir = make_session_dir(self.out_dir, cfg.name, cfg.seed).resolve()
         self._write_metadata(self.session_dir)
         self.runtime = InlineRuntime(self.build_nodes(), tick_s=cfg.tick_s, seed=cfg.seed,
                                      session_dir=self.session_dir)
@@ -280,13 +280,15 @@ class Session:
         closed = [b for b in cfg.protocol.blocks]
         per_block_s = self.duration_s / len(closed) if self.duration_s else None
         cal = cfg.protocol.calibration
-        total = cal.trials + (0 if per_block_s else sum(b.trials for b in closed))
+        # Progress counts trials; with --duration the closed-loop blocks end on
+        # time, so the total is unknown (None) once calibration is over.
+        total = None if per_block_s else cal.trials + sum(b.trials for b in closed)
         blocks: list[BlockResult] = []
         wall0 = time.perf_counter()
         try:
             rt.start()
             blocks.append(self._run_block("calibration", "open_loop", cal.trials,
-                                          cal.max_duration_s, 0, total))
+                                          cal.max_duration_s, 0, total or cal.trials))
             if cfg.nodes_of("decoder"):
                 self.fit_decoder(blocks[0])
             for spec in closed:

@@ -93,7 +93,7 @@ def test_cli_default_session_meets_the_bar(tmp_path):
     assert 0 < metrics["path_efficiency"] <= 1
     assert metrics["bitrate_bps"] > 0
     assert Path(metrics["session_dir"]).is_dir()
-    assert "Closed-loop performance" in proc.stderr  # the table a person reads
+    assert "Session performance" in proc.stderr  # the table a person reads
 
 
 def test_cli_reports_a_bad_config_clearly(tmp_path):

@@ -158,13 +158,20 @@ class LogReader:
                 yield LogRecord(topic, payload, t_rx_ns)
 
 
-def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, Message]]:
+def read_messages(path: str | Path, topics: Iterable[str] | None = None,
+                  start_ns: int | None = None,
+                  end_ns: int | None = None) -> Iterator[tuple[str, Message]]:
     """Decoded ``(topic, message)`` pairs of a log, optionally only some topics.
 
-    Topics ending in ``*`` match a prefix (``"state.*"``).
+    Topics ending in ``*`` match a prefix (``"state.*"``).  ``start_ns`` /
+    ``end_ns`` keep records received in that (inclusive) window of the
+    recorder's clock, without decoding the others.
     """
     wanted = tuple(topics) if topics is not None else None
     for rec in LogReader(path):
+        if (start_ns is not None and rec.t_rx_ns < start_ns) or (
+                end_ns is not None and rec.t_rx_ns > end_ns):
+            continue
         if wanted is not None and not any(
             rec.topic.startswith(t[:-1]) if t.endswith("*") else rec.topic == t for t in wanted
         ):

@@ -106,3 +106,12 @@ def test_recorder_node_keeps_every_good_frame_and_none_of_the_bad(tmp_path):
     msgs = [m for _, m in read_messages(tmp_path / "m.bcilog")]
     assert [float(m.velocity[0]) for m in msgs] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert h.runtime.rejected == {"garbage": 1, "non_finite": 1}
+
+
+def test_time_window_selects_by_receive_time(tmp_path):
+    path = tmp_path / "m.bcilog"
+    with LogWriter(path) as w:
+        for i, (t, p) in enumerate(_frames(10)):
+            w.write(t, p, t_rx_ns=i * 100)
+    got = [m.header.seq for _, m in read_messages(path, start_ns=200, end_ns=500)]
+    assert got == [2, 3, 4, 5]
