@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bciarm import registry
+from bciarm.space import Axis
 
 NODE_KINDS = ("source", "decoder", "effector", "task")
 
@@ -92,7 +93,7 @@ class GraphConfig(_Strict):
     description: str = ""
     seed: int = 0
     tick_s: float = Field(0.01, gt=0, le=1.0, description="base clock period of the inline runtime")
-    axes: list[Literal["x", "y", "z"]] = Field(default_factory=lambda: ["x", "y"], min_length=1)
+    axes: list[Axis] = Field(default_factory=lambda: ["x", "y"], min_length=1)
     nodes: dict[str, NodeSpec]
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     record: RecordSpec = Field(default_factory=RecordSpec)

@@ -13,11 +13,11 @@ import numpy as np  # noqa: E402
 
 from bciarm.bus.messages import EffectorState, TaskState  # noqa: E402
 from bciarm.record import LOG_NAME, read_messages  # noqa: E402
+from bciarm.space import AXIS_INDEX  # noqa: E402
 
 if TYPE_CHECKING:
     from bciarm.config import GraphConfig
 
-AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
 
 
 def plot_session_trajectories(session_dir: Path, config: "GraphConfig", blocks: list[Any],

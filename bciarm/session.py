@@ -39,10 +39,9 @@ from bciarm.bus.node import Node, NodeParams
 from bciarm.config import GraphConfig, dump_config, node_class, node_params
 from bciarm.decoders.node import DecoderNode
 from bciarm.record import LOG_NAME, Recorder, read_messages
+from bciarm.space import axis_indices
 
 log = logging.getLogger("bciarm.session")
-
-AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
 
 
 class ProtocolNode(Node):
@@ -236,7 +235,7 @@ class Session:
                 state_v.append(msg.velocity)
         if not frames or not state_t:
             raise RuntimeError(f"block {block.name!r} recorded no neural frames or effector states")
-        axes = [AXIS_INDEX[a] for a in self.config.axes]
+        axes = axis_indices(self.config.axes)
         st = np.asarray(state_t, dtype=np.int64)
         sv = np.asarray(state_v)[:, axes]
         bin_s = frames[0].bin_s

@@ -17,6 +17,7 @@ from bciarm import registry
 from bciarm.bus.messages import Event, Intent, Message, NeuralFrame
 from bciarm.bus.node import Node, NodeParams
 from bciarm.decoders.features import transform_counts
+from bciarm.space import Axis
 
 
 class DecoderNode(Node):
@@ -38,7 +39,7 @@ class DecoderNode(Node):
         decoder: str = "kalman"
         estimator: dict[str, Any] = Field(default_factory=dict)
         transform: Literal["none", "sqrt"] = "none"
-        axes: list[Literal["x", "y", "z"]] = Field(default_factory=lambda: ["x", "y"])
+        axes: list[Axis] = Field(default_factory=lambda: ["x", "y"])
 
         @field_validator("decoder")
         @classmethod

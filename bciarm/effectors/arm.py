@@ -21,7 +21,7 @@ Two layers:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -31,8 +31,8 @@ from bciarm.bus.node import Node, NodeParams
 from bciarm.drivers.base import Driver
 from bciarm.effectors.kinematics import ArmKinematics, orientation_error
 from bciarm.effectors.safety import SPEED, CartesianSafety, JointSafety, clip_norm
+from bciarm.space import AXIS_INDEX, Axis
 
-AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
 
 #: Cap on the null-space pull toward the home posture (rad/s, norm).
 MAX_NULLSPACE_SPEED = 0.3
@@ -100,7 +100,7 @@ class ArmConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tick_s: float = Field(0.01, gt=0)
-    axes: tuple[Literal["x", "y", "z"], ...] = ("x", "y")
+    axes: tuple[Axis, ...] = ("x", "y")
     max_speed: float = Field(0.25, gt=0)
     max_accel: float = Field(1.0, gt=0)
     watchdog_s: float = Field(0.1, gt=0)

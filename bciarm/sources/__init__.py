@@ -8,6 +8,7 @@ studies; :class:`SimulatedSource` wraps them as a bus node (registry name
 """
 
 from bciarm.sources.population import CosineTunedPopulation
-from bciarm.sources.user import SimulatedUser, aim_velocity, axis_indices
+from bciarm.space import axis_indices
+from bciarm.sources.user import SimulatedUser, aim_velocity
 
 __all__ = ["CosineTunedPopulation", "SimulatedUser", "aim_velocity", "axis_indices"]

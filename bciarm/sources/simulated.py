@@ -22,7 +22,8 @@ from bciarm.bus.node import Node, NodeParams
 from bciarm.sources import population as _pop
 from bciarm.sources import user as _user
 from bciarm.sources.population import CosineTunedPopulation
-from bciarm.sources.user import SimulatedUser, axis_indices
+from bciarm.sources.user import SimulatedUser
+from bciarm.space import axis_indices
 
 NS_PER_S = 1_000_000_000
 

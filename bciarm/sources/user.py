@@ -20,9 +20,9 @@ loop (:func:`aim_velocity`, used by :mod:`bciarm.tasks.center_out`).
 from __future__ import annotations
 
 from collections import deque
-from typing import Sequence
 
 import numpy as np
+
 
 DEFAULT_FEEDBACK_DELAY_S = 0.15
 DEFAULT_PREFERRED_SPEED = 0.15
@@ -30,27 +30,9 @@ DEFAULT_GAIN = 2.5
 DEFAULT_NOISE_REL = 0.15
 DEFAULT_NOISE_ABS = 0.005
 
-#: Task-space axis names and their index in a world (x, y, z) vector.
-AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
-
 # Observations are time-stamped in seconds; allow this much rounding when
 # comparing an observation time with ``t - delay``.
 _T_EPS = 1e-9
-
-
-def axis_indices(axes: Sequence[str]) -> np.ndarray:
-    """World indices of task axes, e.g. ``["x", "y"] -> [0, 1]``.
-
-    Raises
-    ------
-    ValueError
-        Unknown or repeated axis, or no axis at all.
-    """
-    axes = list(axes)
-    bad = [a for a in axes if a not in AXIS_INDEX]
-    if bad or not axes or len(set(axes)) != len(axes):
-        raise ValueError(f"axes must be distinct names among {list(AXIS_INDEX)}; got {axes}")
-    return np.array([AXIS_INDEX[a] for a in axes], dtype=np.intp)
 
 
 def aim_velocity(position: np.ndarray, target: np.ndarray, preferred_speed: float,

@@ -58,7 +58,8 @@ from pydantic import Field, field_validator, model_validator
 from bciarm.bus.messages import EffectorState, Event, Intent, Message, TaskState
 from bciarm.bus.node import Node, NodeParams
 from bciarm.sources import user as _user
-from bciarm.sources.user import aim_velocity, axis_indices
+from bciarm.sources.user import aim_velocity
+from bciarm.space import axis_indices
 from bciarm.tasks.metrics import TrialRecord
 
 NS_PER_S = 1_000_000_000

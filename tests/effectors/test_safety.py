@@ -289,7 +289,6 @@ def test_joint_chain_always_holds(commands, start):
         toward_down = v < 0
         assert np.all(-v[toward_down] <= vmax[toward_down] *
                       np.clip((q - lower)[toward_down] / 0.1, 0, 1) + 1e-9)
-        prev = v
         q = q_next
 
 

@@ -167,7 +167,7 @@ def test_deterministic_for_a_seed_and_population_seed_fixes_the_subject():
         h.tick(20)
         return src, np.array([f.counts for f in h.sent("neural")])
 
-    (a, ca), (b, cb), (c, cc) = run(1), run(1), run(2)
+    (a, ca), (_, cb), (c, cc) = run(1), run(1), run(2)
     np.testing.assert_array_equal(ca, cb)
     assert not np.array_equal(ca, cc)
     assert not np.array_equal(a.population.preferred_direction, c.population.preferred_direction)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bciarm.sources.user import SimulatedUser, aim_velocity, axis_indices
+from bciarm.sources.user import SimulatedUser, aim_velocity
+from bciarm.space import axis_indices
 
 
 def quiet_user(**kw) -> SimulatedUser:
