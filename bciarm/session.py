@@ -258,13 +258,17 @@ class Session:
         Z, X, bin_s = self.calibration_data(block, self.config.protocol.calibration.lag_s)
         decoder = decoder_node.make_estimator().fit(Z, X, bin_s)
         decoder.save(self.session_dir / "decoder.npz")
-        decoder_node.set_decoder(decoder)
         protocol = self.runtime.node("protocol")
         assert isinstance(protocol, ProtocolNode)
-        protocol.announce("decoder_update", path="decoder.npz", n_channels=int(Z.shape[1]),
-                          bins=int(Z.shape[0]), fit_r2=float(decoder.score(Z, X)))
+        # The decoder node loads the file named in the event: the same path a
+        # decoder in another process, or a replay of this log, would take.
+        protocol.announce("decoder_update", node=decoder_node.name, path="decoder.npz",
+                          n_channels=int(Z.shape[1]), bins=int(Z.shape[0]),
+                          fit_r2=float(decoder.score(Z, X)))
         self.runtime._drain()
-        return decoder
+        if decoder_node.decoder is None:
+            raise RuntimeError("the decoder node did not install the fitted decoder")
+        return decoder_node.decoder
 
     def run(self) -> SessionResult:
         """Run the whole protocol and write the session folder."""

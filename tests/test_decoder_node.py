@@ -78,3 +78,22 @@ def test_wrong_channel_count_is_rejected_and_counted():
     h.send("neural", _frame(h, [1, 1, 1, 1]))
     assert len(h.sent("intent")) == 1
     assert node.counters.rejected_by_reason["shape"] == 1
+
+
+def test_decoder_update_event_loads_the_saved_decoder(tmp_path):
+    import numpy as np
+
+    from bciarm.decoders import KalmanDecoder
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 2))
+    Z = X @ rng.normal(size=(2, 4)) + 5 + rng.normal(size=(400, 4))
+    KalmanDecoder().fit(np.abs(Z), X, 0.05).save(tmp_path / "dec.npz")
+    node = DecoderNode("decoder")
+    h = NodeHarness(node)
+    h.send("event", h.make("event", Event, kind="decoder_update",
+                           data={"node": "decoder", "path": str(tmp_path / "dec.npz")}))
+    assert node.decoder is not None and node.decoder.n_channels_ == 4
+    h.send("event", h.make("event", Event, kind="decoder_update",
+                           data={"node": "decoder", "path": str(tmp_path / "missing.npz")}))
+    assert node.counters.errors == 1 and node.decoder is not None  # a bad path keeps the old one

@@ -8,6 +8,7 @@ calibration the task drives the effector.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -70,9 +71,27 @@ class DecoderNode(Node):
         decoder.reset()
         self.decoder = decoder
 
+    def load_decoder(self, path: str | Path) -> None:
+        """Load and install a saved decoder (relative paths are in the session folder)."""
+        path = Path(path)
+        if not path.is_absolute() and self.ctx is not None and self.ctx.session_dir is not None:
+            path = Path(self.ctx.session_dir) / path
+        cls = registry.resolve("decoder", self.params.decoder)
+        self.set_decoder(cls.load(path))
+
     def on_message(self, topic: str, msg: Message) -> None:
         if isinstance(msg, Event):
-            if msg.kind == "block_start":
+            if msg.kind == "decoder_update":
+                # Decoder updates travel as events naming the saved file, so a
+                # decoder in another process (or a replay) installs exactly
+                # the decoder that was recorded.
+                if msg.data.get("node", self.name) == self.name and "path" in msg.data:
+                    try:
+                        self.load_decoder(str(msg.data["path"]))
+                    except (OSError, ValueError) as exc:
+                        self.counters.errors += 1
+                        self.log.error("cannot load decoder %s: %s", msg.data["path"], exc)
+            elif msg.kind == "block_start":
                 self.closed_loop = msg.data.get("mode") == "closed_loop"
                 if self.decoder is not None:
                     self.decoder.reset()
