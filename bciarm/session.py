@@ -185,7 +185,7 @@ class Session:
         assert isinstance(protocol, ProtocolNode)
         start_s = rt.now_ns / NS_PER_S
         protocol.announce("block_start", block=name, mode=mode)
-        rt._drain()
+        rt.deliver()
 
         def finished() -> bool:
             return trials is not None and task.completed_trials(name) >= trials
@@ -197,7 +197,7 @@ class Session:
 
         rt.run_for(max_s, until=finished, on_step=on_step, pace=1.0 if self.gui else None)
         protocol.announce("block_end", block=name, mode=mode)
-        rt._drain()
+        rt.deliver()
         recorder = self._recorder()
         if recorder is not None:
             recorder.sync()
@@ -265,7 +265,7 @@ class Session:
         protocol.announce("decoder_update", node=decoder_node.name, path="decoder.npz",
                           n_channels=int(Z.shape[1]), bins=int(Z.shape[0]),
                           fit_r2=float(decoder.score(Z, X)))
-        self.runtime._drain()
+        self.runtime.deliver()
         if decoder_node.decoder is None:
             raise RuntimeError("the decoder node did not install the fitted decoder")
         return decoder_node.decoder
@@ -301,7 +301,7 @@ class Session:
                     None if per_block_s else spec.trials,
                     per_block_s or spec.max_duration_s, done, total))
             self.runtime.node("protocol").announce("session_end")  # type: ignore[attr-defined]
-            rt._drain()
+            rt.deliver()
         finally:
             rt.stop()
         wall_s = time.perf_counter() - wall0

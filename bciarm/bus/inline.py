@@ -198,6 +198,10 @@ class InlineRuntime:
         self._drain()
         return ok
 
+    def deliver(self) -> None:
+        """Deliver every queued message now (after publishing from outside a callback)."""
+        self._drain()
+
     def _publish(self, sender: Node, topic: str, msg: Message) -> None:
         try:
             topic_b, payload = codec.encode(topic, msg)

@@ -274,7 +274,6 @@ def test_joint_chain_always_holds(commands, start):
     js = JointSafety(lower, upper, vmax, max_accel=10.0, margin=0.1, tick_s=TICK)
     # Start inside the limits (joint 4 lives in [-3.07, -0.07]).
     q = np.clip(np.array(start) + np.array([0, 0, 0, -1.5, 0, 1.5, 0]), lower, upper)
-    prev = np.zeros(7)
     for k, cmd in enumerate(commands):
         out = js.step(cmd, q, (k + 1) * TICK)
         v = out.velocity
