@@ -20,6 +20,7 @@ from rich.table import Table
 import bciarm
 from bciarm import registry
 from bciarm.config import ConfigError, load_config
+from bciarm.drivers.base import DriverError
 
 err_console = Console(stderr=True)
 
@@ -103,6 +104,10 @@ def run(config: str, duration: float | None, seed: int | None, gui: bool, out: P
     except KeyboardInterrupt:
         err_console.print("[red]interrupted: effectors stopped, recording closed[/red]")
         sys.exit(130)
+    except (DriverError, registry.RegistryError, ConfigError) as exc:
+        # Expected, user-fixable failures: say what and where, no traceback.
+        where = f" (partial session in {session.session_dir})" if session.session_dir else ""
+        raise click.ClickException(f"{exc}{where}") from None
     m = result.metrics
     err_console.print(_metrics_table(m))
     err_console.print(f"realtime factor {m['realtime_factor']:.1f}× "
