@@ -139,5 +139,9 @@ def show_log(session: Path) -> None:
                + (" — TRUNCATED tail (crash?); everything above is intact" if reader.truncated else ""))
 
 
+from bciarm.commands.decode import decode  # noqa: E402
+
+main.add_command(decode)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

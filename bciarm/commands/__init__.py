@@ -1,0 +1,1 @@
+"""Click commands that live in their own modules; ``bciarm.cli`` registers them."""
