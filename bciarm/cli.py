@@ -19,6 +19,7 @@ from rich.table import Table
 
 import bciarm
 from bciarm import registry
+from bciarm.commands import load_command
 from bciarm.config import ConfigError, load_config
 
 err_console = Console(stderr=True)
@@ -139,9 +140,8 @@ def show_log(session: Path) -> None:
                + (" — TRUNCATED tail (crash?); everything above is intact" if reader.truncated else ""))
 
 
-from bciarm.commands.decode import decode  # noqa: E402
-
-main.add_command(decode)
+main.add_command(load_command("bciarm.commands.decode:decode"))
+main.add_command(load_command("bciarm.commands.bench:bench"))
 
 if __name__ == "__main__":  # pragma: no cover
     main()
