@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -128,7 +129,9 @@ def _neural_decoding(m: dict[str, np.ndarray], d: int, Z: np.ndarray, steps: int
     for _ in range(3):
         Zb = Z[:steps]
         t0 = time.perf_counter_ns()
-        kf.predict(Zb, np.zeros((steps, d)))
+        with warnings.catch_warnings():  # np.matrix throughout
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            kf.predict(Zb, np.zeros((steps, d)))
         out.append((time.perf_counter_ns() - t0) / 1000.0 / (steps - 1))
     return np.asarray(out)
 

@@ -19,6 +19,7 @@ import contextlib
 import io
 import itertools
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,8 +171,10 @@ def _reference_kf(rec: Recording, n_train: int) -> np.ndarray:
     Y = rec.velocity if rec.position is None else np.hstack([rec.position, rec.velocity])
     Ym = Y[:n_train].mean(axis=0)
     model = cls(C=1)
-    model.fit(Zc[:n_train], Y[:n_train] - Ym)
-    pred = np.asarray(model.predict(Zc[n_train:], Y[n_train:] - Ym)) + Ym
+    with warnings.catch_warnings():  # np.matrix throughout
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        model.fit(Zc[:n_train], Y[:n_train] - Ym)
+        pred = np.asarray(model.predict(Zc[n_train:], Y[n_train:] - Ym)) + Ym
     return pred[:, -k:]
 
 
