@@ -37,6 +37,7 @@ from bciarm.bus.inline import NS_PER_S, InlineRuntime
 from bciarm.bus.messages import EffectorState, Event, NeuralFrame
 from bciarm.bus.node import Node, NodeParams
 from bciarm.config import GraphConfig, dump_config, node_class, node_params
+from bciarm.decoders.adapt import moving_speed
 from bciarm.decoders.node import DecoderNode
 from bciarm.record import LOG_NAME, Recorder, read_messages
 from bciarm.space import axis_indices
@@ -316,7 +317,7 @@ class Session:
         # decoder in another process, or a replay of this log, would take.
         protocol.announce("decoder_update", node=decoder_node.name, path="decoder.npz",
                           n_channels=int(Z.shape[1]), bins=int(Z.shape[0]),
-                          fit_r2=float(decoder.score(Z, X)), **extra)
+                          fit_r2=float(decoder.score(Z, X)), speed_ref=moving_speed(X), **extra)
         self.runtime._drain()
         if decoder_node.decoder is None:
             raise RuntimeError("the decoder node did not install the fitted decoder")

@@ -8,7 +8,7 @@ so a decoder fit at calibration degrades and adaptation (ReFIT, CLDA) has work
 to do. Every rate is per simulated minute; all zero (the default) means no
 drift and no random draws, so a session without drift is unchanged.
 
-Per step of ``dt`` seconds (after ``start_s``):
+Per step of ``dt`` seconds (between ``start_s`` and ``stop_s``):
 
 * preferred directions take a random-walk step: each unit's direction gets an
   isotropic Gaussian perturbation of s.d. ``radians(direction_deg_per_min) *
@@ -46,6 +46,8 @@ class DriftSpec(BaseModel):
     shifts_per_min: float = Field(0.0, ge=0.0, description="Whole-array baseline shifts per minute.")
     shift_rel: float = Field(0.3, ge=0.0, description="S.d. of log of a baseline shift factor.")
     start_s: float = Field(0.0, ge=0.0, description="Drift starts at this simulated time, s.")
+    stop_s: float | None = Field(None, gt=0.0, description="Drift stops at this simulated time, "
+                                 "s (None: never); e.g. a change between two sessions.")
 
     @property
     def enabled(self) -> bool:
@@ -79,7 +81,7 @@ class Drift:
     def advance(self, pop: CosineTunedPopulation, t_s: float, dt: float) -> None:
         """Drift ``pop`` by one step of ``dt`` seconds ending at ``t_s``."""
         s = self.spec
-        if not s.enabled or t_s <= s.start_s:
+        if not s.enabled or t_s <= s.start_s or (s.stop_s is not None and t_s > s.stop_s):
             return
         frac = dt / 60.0
         n = pop.n_channels

@@ -8,6 +8,8 @@ import pytest
 from bciarm.bus.messages import Event, Intent, NeuralFrame
 from bciarm.config import BlockSpec, load_config
 from bciarm.decoders import KalmanDecoder
+from bciarm.decoders.datasets import load_recording
+from bciarm.decoders.features import FeatureTransformer
 from bciarm.decoders.adapt import intended_velocity, refit_decoder, smoothbatch_update
 from bciarm.record import LOG_NAME, read_messages
 from bciarm.session import Session
@@ -55,8 +57,13 @@ def test_refit_learns_the_new_tuning():
     assert new.score(Z2, V2) > 0.8 > dec.score(Z2, V2)
 
 
-def _config(kind: str):
+def _config(kind: str, features: dict | None = None):
     cfg, _ = load_config("arm_clda")
+    if features is not None:
+        nodes = dict(cfg.nodes)
+        dec = nodes["decoder"]
+        nodes["decoder"] = dec.model_copy(update={"params": {**dec.params, "features": features}})
+        cfg = cfg.model_copy(update={"nodes": nodes})
     blocks = [BlockSpec(name="adapt", kind=kind, trials=1000, max_duration_s=45.0,
                         batch_s=10.0, half_life_s=20.0),
               BlockSpec(name="after", trials=4)]
@@ -68,24 +75,35 @@ def _config(kind: str):
 
 def _replay(session_dir):
     """Re-decode the logged neural frames with the decoders the logged events name."""
-    decoder, outputs, intents, updates = None, {}, {}, []
+    decoder, stage, outputs, intents, updates = None, None, {}, {}, []
     for topic, msg in read_messages(session_dir / LOG_NAME, ("neural", "intent", "event")):
         if isinstance(msg, Event) and msg.kind == "decoder_update":
             decoder = KalmanDecoder.load(session_dir / msg.data["path"])
+            if "features" in msg.data and stage is None:
+                stage = FeatureTransformer.load(session_dir / msg.data["features"])
             updates.append(msg.data["path"])
         elif isinstance(msg, Event) and msg.kind == "block_start" and decoder is not None:
             decoder.reset()
+            if stage is not None:
+                stage.reset()
         elif isinstance(msg, NeuralFrame) and decoder is not None:
-            outputs[msg.header.seq] = decoder.step(msg.counts.astype(np.float64))
-        elif isinstance(msg, Intent):
+            z = msg.counts.astype(np.float64) if stage is None else stage.step(msg.counts)
+            outputs[msg.header.seq] = decoder.step(z)
+        elif isinstance(msg, Intent) and msg.header.src == "decoder":
             intents[msg.header.neural_seq] = msg.velocity
     return outputs, intents, updates
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["clda", "refit"])
-def test_adaptive_session_records_updates_and_replays_exactly(tmp_path, kind):
-    result = Session(_config(kind), seed=1, out_dir=tmp_path).run()
+@pytest.mark.parametrize(("kind", "features"), [
+    ("clda", None), ("refit", None),
+    ("clda", {"zscore": True, "history": 3, "count_transform": "sqrt", "min_rate_hz": 0.5})])
+def test_adaptive_session_records_updates_and_replays_exactly(tmp_path, kind, features):
+    result = Session(_config(kind, features), seed=1, out_dir=tmp_path).run()
+    if features is not None:
+        assert (result.session_dir / "features.npz").is_file()
+        stage = FeatureTransformer.load(result.session_dir / "features.npz")
+        assert stage.get_params()["history"] == 3
     outputs, intents, updates = _replay(result.session_dir)
     assert updates[0] == "decoder.npz"
     adapted = updates[1:]
@@ -95,6 +113,9 @@ def test_adaptive_session_records_updates_and_replays_exactly(tmp_path, kind):
         assert adapted == ["decoder_refit_adapt.npz"]
     for path in adapted:
         assert (result.session_dir / path).is_file()
+    # the session folder is also a recording for `bciarm decode`
+    rec = load_recording(result.session_dir)
+    assert rec.counts.shape[1] == 192 and rec.velocity.shape[1] == 2 and len(rec.counts) > 1000
     assert len(intents) > 500
     worst = max(float(np.max(np.abs(outputs[s] - v))) for s, v in intents.items())
     assert worst == 0.0
