@@ -73,6 +73,8 @@ class BlockSpec(_Strict):
     max_duration_s: float = Field(300.0, gt=0)
     batch_s: float = Field(60.0, gt=0, description="clda: seconds of closed loop per update")
     half_life_s: float = Field(120.0, gt=0, description="clda: half-life of the old C and Q, s")
+    normalise_speed: bool = Field(False, description="refit/clda: scale intention estimates to "
+                                  "the calibration block's speed (default: decoded speed kept)")
 
     @model_validator(mode="after")
     def _adaptation_needs_closed_loop(self) -> "BlockSpec":

@@ -6,10 +6,9 @@ estimated from the task (the decoder's own output is what the user saw):
 * **intention estimate** (Gilja et al. 2012): during a reach the decoded
   velocity is rotated to point at the target, its speed kept; during a hold
   (cursor on target) the intended velocity is zero; other phases are not used.
-  By default the level of speed of a batch of estimates is then normalised to
-  the calibration block's (:func:`normalise_speed`; ``normalise_speed: false``
-  gives the published rule), because a Kalman filter's shrunk output speed
-  otherwise compounds over updates.
+  Optionally (``normalise_speed``) the level of speed of a batch of estimates
+  is normalised to the calibration block's (:func:`normalise_speed`), because a
+  Kalman filter's shrunk output speed otherwise compounds over updates.
 * **ReFIT-KF** (Gilja et al. 2012): at the end of a ``refit`` block the whole
   Kalman model is refit by least squares from the block's features and
   intention estimates (:func:`refit_decoder`).
@@ -190,9 +189,9 @@ class AdaptationNode(Node):
         axes: list[Axis] = Field(default_factory=lambda: ["x", "y"])
         min_bins: int = Field(100, ge=10)
         normalise_speed: bool = Field(
-            True, description="Scale intention estimates to the calibration block's moving "
-                              "speed (see normalise_speed); False keeps the decoded speed "
-                              "(Gilja et al. 2012 as published).")
+            False, description="Scale intention estimates to the calibration block's moving "
+                               "speed (see normalise_speed); False (default) keeps the decoded "
+                               "speed, as published (Gilja et al. 2012).")
 
     inputs = ("neural", "intent", "state.*", "task", "event")
     outputs = ("event",)
@@ -204,6 +203,7 @@ class AdaptationNode(Node):
         self.stage: FeatureTransformer | None = None
         self._stage_file: str | None = None
         self.speed_ref = 0.0
+        self.normalise = self.params.normalise_speed
         self.kind: str | None = None
         self.block = ""
         self.batch_s = 60.0
@@ -259,6 +259,7 @@ class AdaptationNode(Node):
             self.block = str(d.get("block", ""))
             self.batch_s = float(d.get("batch_s", self.batch_s))
             self.half_life_s = float(d.get("half_life_s", self.half_life_s))
+            self.normalise = bool(d.get("normalise_speed", self.params.normalise_speed))
             self.data = BatchData()
             self._features.clear()
             if self.stage is not None:
@@ -314,7 +315,7 @@ class AdaptationNode(Node):
         self.data = BatchData()
 
     def _labels(self, V: np.ndarray) -> np.ndarray:
-        if self.params.normalise_speed and self.speed_ref > 0:
+        if self.normalise and self.speed_ref > 0:
             return normalise_speed(V, self.speed_ref)
         return V
 
