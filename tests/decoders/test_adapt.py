@@ -64,7 +64,7 @@ def _config(kind: str, features: dict | None = None):
         dec = nodes["decoder"]
         nodes["decoder"] = dec.model_copy(update={"params": {**dec.params, "features": features}})
         cfg = cfg.model_copy(update={"nodes": nodes})
-    blocks = [BlockSpec(name="adapt", kind=kind, trials=1000, max_duration_s=45.0,
+    blocks = [BlockSpec(name="adapt", kind=kind, trials=1000, max_duration_s=35.0,
                         batch_s=10.0, half_life_s=20.0),
               BlockSpec(name="after", trials=4)]
     protocol = cfg.protocol.model_copy(update={
