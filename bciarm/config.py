@@ -75,6 +75,8 @@ class BlockSpec(_Strict):
     half_life_s: float = Field(120.0, gt=0, description="clda: half-life of the old C and Q, s")
     normalise_speed: bool = Field(False, description="refit/clda: scale intention estimates to "
                                   "the calibration block's speed (default: decoded speed kept)")
+    keep_dynamics: bool = Field(False, description="refit: keep A and W from calibration, refit "
+                                "only C and Q")
 
     @model_validator(mode="after")
     def _adaptation_needs_closed_loop(self) -> "BlockSpec":

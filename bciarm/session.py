@@ -353,7 +353,8 @@ class Session:
                 if spec.kind != "closed_loop":
                     adapt = {"adapt": spec.kind, "batch_s": spec.batch_s,
                              "half_life_s": spec.half_life_s,
-                             "normalise_speed": spec.normalise_speed}
+                             "normalise_speed": spec.normalise_speed,
+                             "keep_dynamics": spec.keep_dynamics}
                 blocks.append(self._run_block(
                     spec.name, spec.mode,
                     None if per_block_s else spec.trials,

@@ -112,8 +112,26 @@ class BatchData:
         return np.asarray(self.Z), np.asarray(self.V), np.asarray(self.P)
 
 
-def refit_decoder(decoder: KalmanDecoder, Z: np.ndarray, V: np.ndarray) -> KalmanDecoder:
-    """ReFIT: a fresh decoder with the same hyper-parameters, fit on intention estimates."""
+def refit_decoder(decoder: KalmanDecoder, Z: np.ndarray, V: np.ndarray,
+                  P: np.ndarray | None = None, keep_dynamics: bool = False) -> KalmanDecoder:
+    """ReFIT: refit the decoder on intention estimates.
+
+    Parameters
+    ----------
+    decoder : KalmanDecoder
+        The decoder that ran the block (its hyper-parameters are kept).
+    Z, V : ndarray
+        Features and intention estimates of the block.
+    P : ndarray, optional
+        Effector positions (position states, with ``keep_dynamics``).
+    keep_dynamics : bool
+        Keep A and W (fit from calibration) and refit only C and Q. The
+        intention estimates are the filter's own, smoothed, output rotated, so
+        dynamics fit to them are smoother than the user's movements.
+    """
+    if keep_dynamics:
+        P = np.zeros_like(V) if P is None else P
+        return smoothbatch_update(decoder, Z, V, P, 0.0)
     return type(decoder)(**decoder.get_params()).fit(Z, V, decoder.dt_)
 
 
@@ -204,6 +222,7 @@ class AdaptationNode(Node):
         self._stage_file: str | None = None
         self.speed_ref = 0.0
         self.normalise = self.params.normalise_speed
+        self.keep_dynamics = False
         self.kind: str | None = None
         self.block = ""
         self.batch_s = 60.0
@@ -260,6 +279,7 @@ class AdaptationNode(Node):
             self.batch_s = float(d.get("batch_s", self.batch_s))
             self.half_life_s = float(d.get("half_life_s", self.half_life_s))
             self.normalise = bool(d.get("normalise_speed", self.params.normalise_speed))
+            self.keep_dynamics = bool(d.get("keep_dynamics", False))
             self.data = BatchData()
             self._features.clear()
             if self.stage is not None:
@@ -297,9 +317,9 @@ class AdaptationNode(Node):
         if self.decoder is None or len(self.data) < self.params.min_bins:
             self.log.warning("ReFIT after block %s skipped: %d usable bins", self.block, len(self.data))
             return
-        Z, V, _ = self.data.arrays()
+        Z, V, P = self.data.arrays()
         V = self._labels(V)
-        self._publish(refit_decoder(self.decoder, Z, V), f"decoder_refit_{self.block}.npz",
+        self._publish(refit_decoder(self.decoder, Z, V, P, self.keep_dynamics), f"decoder_refit_{self.block}.npz",
                       method="refit", bins=len(Z))
 
     def _smoothbatch(self) -> None:

@@ -55,6 +55,10 @@ def test_refit_learns_the_new_tuning():
     new = refit_decoder(dec, Z2, V2)
     assert new.get_params() == dec.get_params()
     assert new.score(Z2, V2) > 0.8 > dec.score(Z2, V2)
+    kept = refit_decoder(dec, Z2, V2, keep_dynamics=True)
+    np.testing.assert_array_equal(kept.A_, dec.A_)
+    np.testing.assert_array_equal(kept.W_, dec.W_)
+    assert kept.score(Z2, V2) > 0.8
 
 
 def _config(kind: str, features: dict | None = None):
