@@ -19,6 +19,7 @@ from rich.table import Table
 
 import bciarm
 from bciarm import registry
+from bciarm.commands import load_command
 from bciarm.config import ConfigError, load_config
 from bciarm.drivers.base import DriverError
 
@@ -143,6 +144,9 @@ def show_log(session: Path) -> None:
     click.echo(f"{reader.records} records, {reader.valid_bytes} bytes"
                + (" — TRUNCATED tail (crash?); everything above is intact" if reader.truncated else ""))
 
+
+main.add_command(load_command("bciarm.commands.decode:decode"))
+main.add_command(load_command("bciarm.commands.bench:bench"))
 
 if __name__ == "__main__":  # pragma: no cover
     main()

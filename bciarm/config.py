@@ -58,12 +58,32 @@ class CalibrationSpec(_Strict):
 
 
 class BlockSpec(_Strict):
-    """A block of trials after calibration."""
+    """A block of trials after calibration.
+
+    ``kind`` says what happens to the decoder: ``closed_loop`` leaves it alone;
+    ``refit`` retrains it at the end of the block from the block's intention
+    estimates (ReFIT-KF); ``clda`` updates C and Q every ``batch_s`` during the
+    block (SmoothBatch, half-life ``half_life_s``). See bciarm.decoders.adapt.
+    """
 
     name: str
     mode: Literal["closed_loop", "open_loop"] = "closed_loop"
+    kind: Literal["closed_loop", "refit", "clda"] = "closed_loop"
     trials: int = Field(24, gt=0)
     max_duration_s: float = Field(300.0, gt=0)
+    batch_s: float = Field(60.0, gt=0, description="clda: seconds of closed loop per update")
+    half_life_s: float = Field(120.0, gt=0, description="clda: half-life of the old C and Q, s")
+    normalise_speed: bool = Field(False, description="refit/clda: scale intention estimates to "
+                                  "the calibration block's speed (default: decoded speed kept)")
+    keep_dynamics: bool = Field(False, description="refit: keep A and W from calibration, refit "
+                                "only C and Q")
+
+    @model_validator(mode="after")
+    def _adaptation_needs_closed_loop(self) -> "BlockSpec":
+        if self.kind != "closed_loop" and self.mode != "closed_loop":
+            raise ValueError(f"block {self.name!r}: kind {self.kind!r} adapts the decoder from "
+                             f"closed-loop data; set mode: closed_loop (or kind: closed_loop)")
+        return self
 
 
 class ProtocolSpec(_Strict):

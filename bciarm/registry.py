@@ -26,6 +26,7 @@ BUILTIN: dict[str, dict[str, str]] = {
     },
     "decoder": {
         "kalman": "bciarm.decoders.kalman:KalmanDecoder",
+        "wiener": "bciarm.decoders.wiener:WienerDecoder",
     },
     "effector": {
         "arm": "bciarm.effectors.arm:ArmEffector",

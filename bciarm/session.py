@@ -37,6 +37,7 @@ from bciarm.bus.inline import NS_PER_S, InlineRuntime
 from bciarm.bus.messages import EffectorState, Event, NeuralFrame
 from bciarm.bus.node import Node, NodeParams
 from bciarm.config import GraphConfig, dump_config, node_class, node_params
+from bciarm.decoders.adapt import moving_speed
 from bciarm.decoders.node import DecoderNode
 from bciarm.record import LOG_NAME, Recorder, read_messages
 from bciarm.space import axis_indices
@@ -128,6 +129,7 @@ class Session:
         self.argv = argv if argv is not None else sys.argv
         self.session_dir: Path | None = None
         self.runtime: InlineRuntime | None = None
+        self.feature_stage: Any = None  # fitted at calibration when the decoder node has one
 
     # ------------------------------------------------------------------ graph
 
@@ -138,11 +140,25 @@ class Session:
             if self.gui and spec.kind == "effector":
                 params.setdefault("driver_params", {})["gui"] = True
             nodes.append(node_class(spec)(name, **params))
+        if any(b.kind != "closed_loop" for b in self.config.protocol.blocks):
+            nodes.append(self._adaptation_node())
         if self.config.record.enabled:
             # First in graph order so it is stopped last: the recording is
             # flushed after every effector has come to rest.
             nodes.insert(0, Recorder("recorder", flush_every=self.config.record.flush_every))
         return nodes
+
+    def _adaptation_node(self) -> Node:
+        """ReFIT / SmoothBatch for the (single) decoder node; after it in graph order."""
+        from bciarm.decoders.adapt import AdaptationNode
+
+        names = self.config.nodes_of("decoder")
+        if len(names) != 1:
+            raise ValueError(f"refit/clda blocks need exactly one decoder node, found {names}")
+        params = node_params(self.config, names[0])
+        return AdaptationNode("adapt", decoder_node=names[0], decoder=params["decoder"],
+                              transform=params.get("transform", "none"),
+                              axes=list(self.config.axes))
 
     def _one(self, kind: str) -> Node:
         names = self.config.nodes_of(kind)
@@ -177,14 +193,15 @@ class Session:
     # ------------------------------------------------------------------ protocol
 
     def _run_block(self, name: str, mode: str, trials: int | None, max_s: float,
-                   done_before: int, total: int | None) -> BlockResult:
+                   done_before: int, total: int | None,
+                   adapt: dict[str, Any] | None = None) -> BlockResult:
         rt = self.runtime
         assert rt is not None
         task = self._one("task")
         protocol = rt.node("protocol")
         assert isinstance(protocol, ProtocolNode)
         start_s = rt.now_ns / NS_PER_S
-        protocol.announce("block_start", block=name, mode=mode)
+        protocol.announce("block_start", block=name, mode=mode, **(adapt or {}))
         rt.deliver()
 
         def finished() -> bool:
@@ -241,6 +258,9 @@ class Session:
         bin_s = frames[0].bin_s
         lag_ns, bin_ns = round(lag_s * NS_PER_S), round(bin_s * NS_PER_S)
         Z, X = [], []
+        stage = decoder_node.make_feature_stage()
+        if stage is not None:
+            return self._staged_calibration_data(stage, frames, st, sv, lag_ns, bin_ns, bin_s)
         for f in frames:
             hi = f.header.neural_t_ns - lag_ns
             sel = (st > hi - bin_ns) & (st <= hi)
@@ -249,6 +269,34 @@ class Session:
             Z.append(decoder_node.features(f.counts))
             X.append(sv[sel].mean(axis=0))
         return np.asarray(Z), np.asarray(X), bin_s
+
+    def _staged_calibration_data(self, stage: Any, frames: list[NeuralFrame], st: np.ndarray,
+                                 sv: np.ndarray, lag_ns: int, bin_ns: int,
+                                 bin_s: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """Calibration pairs through a fitted :class:`FeatureTransformer`.
+
+        The stage is fitted on every frame of the block (its dead/noisy report
+        is logged) and run over them in order, exactly as online; a feature bin
+        is paired with the mean lagged velocity of its input bins, and dropped
+        if any of them precedes the first effector state.
+        """
+        counts = np.asarray([f.counts for f in frames], dtype=np.float64)
+        stage.fit(counts, bin_s)
+        self.feature_stage = stage
+        if stage.report_["excluded"]:
+            log.warning("calibration: excluded channels %s (dead %s, noisy %s)",
+                        stage.report_["excluded"], stage.report_["dead"], stage.report_["noisy"])
+        Z_all = stage.transform(counts)
+        X_frames = np.full((len(frames), sv.shape[1]), np.nan)
+        for i, f in enumerate(frames):
+            hi = f.header.neural_t_ns - lag_ns
+            sel = (st > hi - bin_ns) & (st <= hi)
+            if sel.any():
+                X_frames[i] = sv[sel].mean(axis=0)
+        factor = int(stage.bin_factor)
+        X_bins = X_frames[: Z_all.shape[0] * factor].reshape(Z_all.shape[0], factor, -1).mean(axis=1)
+        ok = np.all(np.isfinite(X_bins), axis=1)
+        return Z_all[ok], X_bins[ok], stage.dt_
 
     def fit_decoder(self, block: BlockResult) -> Any:
         """Fit, save and install the decoder from a calibration block."""
@@ -260,11 +308,16 @@ class Session:
         decoder.save(self.session_dir / "decoder.npz")
         protocol = self.runtime.node("protocol")
         assert isinstance(protocol, ProtocolNode)
+        extra: dict[str, Any] = {}
+        if self.feature_stage is not None:
+            self.feature_stage.save(self.session_dir / "features.npz")
+            extra = {"features": "features.npz",
+                     "excluded_channels": ",".join(map(str, self.feature_stage.report_["excluded"]))}
         # The decoder node loads the file named in the event: the same path a
         # decoder in another process, or a replay of this log, would take.
         protocol.announce("decoder_update", node=decoder_node.name, path="decoder.npz",
                           n_channels=int(Z.shape[1]), bins=int(Z.shape[0]),
-                          fit_r2=float(decoder.score(Z, X)))
+                          fit_r2=float(decoder.score(Z, X)), speed_ref=moving_speed(X), **extra)
         self.runtime.deliver()
         if decoder_node.decoder is None:
             raise RuntimeError("the decoder node did not install the fitted decoder")
@@ -296,10 +349,16 @@ class Session:
                 self.fit_decoder(blocks[0])
             for spec in closed:
                 done = sum(b.trials for b in blocks)
+                adapt = None
+                if spec.kind != "closed_loop":
+                    adapt = {"adapt": spec.kind, "batch_s": spec.batch_s,
+                             "half_life_s": spec.half_life_s,
+                             "normalise_speed": spec.normalise_speed,
+                             "keep_dynamics": spec.keep_dynamics}
                 blocks.append(self._run_block(
                     spec.name, spec.mode,
                     None if per_block_s else spec.trials,
-                    per_block_s or spec.max_duration_s, done, total))
+                    per_block_s or spec.max_duration_s, done, total, adapt))
             self.runtime.node("protocol").announce("session_end")  # type: ignore[attr-defined]
             rt.deliver()
         finally:

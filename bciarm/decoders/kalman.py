@@ -804,6 +804,27 @@ class KalmanDecoder:
         self._P[:] = 0.0
         return self
 
+    def set_position(self, position: ArrayLike) -> KalmanDecoder:
+        """Position feedback: set the position states to the effector's actual position.
+
+        ReFIT-KF (Gilja et al. 2012) treats position as observed by the user:
+        each bin the filter's position is overwritten with where the effector
+        really is. A no-op for a velocity-only model. Returns ``self``.
+
+        Raises
+        ------
+        ValueError
+            If ``position`` does not have ``n_velocity_`` finite entries.
+        """
+        self._check_fitted()
+        if self._n_position == 0:
+            return self
+        p = np.asarray(position, dtype=np.float64)
+        if p.shape != (self._n_position,) or not np.all(np.isfinite(p)):
+            raise ValueError(f"position must be {self._n_position} finite values, got {p!r}")
+        self._x[: self._n_position] = p  # the compiled filter updates this array in place
+        return self
+
     def step(self, z: ArrayLike) -> FloatArray:
         """Decode one bin and advance the filter.
 

@@ -15,10 +15,10 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from bciarm import registry
-from bciarm.bus.messages import Event, Intent, Message, NeuralFrame
+from bciarm.bus.messages import EffectorState, Event, Intent, Message, NeuralFrame
 from bciarm.bus.node import Node, NodeParams
-from bciarm.decoders.features import transform_counts
-from bciarm.space import Axis
+from bciarm.decoders.features import FeatureTransformer, transform_counts
+from bciarm.space import Axis, axis_indices
 
 
 class DecoderNode(Node):
@@ -41,6 +41,26 @@ class DecoderNode(Node):
         estimator: dict[str, Any] = Field(default_factory=dict)
         transform: Literal["none", "sqrt"] = "none"
         axes: list[Axis] = Field(default_factory=lambda: ["x", "y"])
+        features: dict[str, Any] | None = Field(
+            None, description="FeatureTransformer hyper-parameters (bin_factor, count_transform, "
+                              "zscore, lag, history, min_rate_hz, ...): fitted at calibration, "
+                              "saved beside the decoder and run on every frame. None: only "
+                              "`transform` is applied (no fitted feature stage).")
+        position_feedback: bool = Field(
+            False, description="Set the decoder's position states to the effector's actual "
+                               "position on every state message (ReFIT-KF); needs a decoder "
+                               "with set_position and include_position.")
+
+        @field_validator("features")
+        @classmethod
+        def _valid_features(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+            if value is not None:
+                unknown = sorted(set(value) - set(FeatureTransformer._PARAM_NAMES))
+                if unknown:
+                    raise ValueError(f"unknown feature parameter(s) {unknown}; valid: "
+                                     f"{list(FeatureTransformer._PARAM_NAMES)}")
+                FeatureTransformer(**value)._validate()
+            return value
 
         @field_validator("decoder")
         @classmethod
@@ -54,7 +74,12 @@ class DecoderNode(Node):
 
     def __init__(self, name: str = "decoder", **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
+        if self.params.position_feedback:
+            self.inputs = (*type(self).inputs, "state.*")
+        self._axis_idx = axis_indices(self.params.axes)
         self.decoder: Any = None
+        self.feature_stage: FeatureTransformer | None = None
+        self._features_file: str | None = None
         self.closed_loop = False
         self.wrong_size = 0
 
@@ -64,7 +89,19 @@ class DecoderNode(Node):
         return cls(**self.params.estimator)
 
     def features(self, counts: np.ndarray) -> np.ndarray:
+        """The stateless count transform (the path without a fitted feature stage)."""
         return transform_counts(counts, self.params.transform)
+
+    def make_feature_stage(self) -> FeatureTransformer | None:
+        """A fresh, unfitted feature stage, or None if ``features`` is not configured."""
+        if self.params.features is None:
+            return None
+        return FeatureTransformer(**self.params.features)
+
+    def _n_inputs(self) -> int:
+        if self.feature_stage is not None:
+            return int(self.feature_stage.n_channels_in_)
+        return int(self.decoder.n_channels_)
 
     def set_decoder(self, decoder: Any) -> None:
         """Install a fitted decoder (its filter state is reset)."""
@@ -73,11 +110,14 @@ class DecoderNode(Node):
 
     def load_decoder(self, path: str | Path) -> None:
         """Load and install a saved decoder (relative paths are in the session folder)."""
+        cls = registry.resolve("decoder", self.params.decoder)
+        self.set_decoder(cls.load(self._session_path(path)))
+
+    def _session_path(self, path: str | Path) -> Path:
         path = Path(path)
         if not path.is_absolute() and self.ctx is not None and self.ctx.session_dir is not None:
             path = Path(self.ctx.session_dir) / path
-        cls = registry.resolve("decoder", self.params.decoder)
-        self.set_decoder(cls.load(path))
+        return path
 
     def on_message(self, topic: str, msg: Message) -> None:
         if isinstance(msg, Event):
@@ -87,6 +127,12 @@ class DecoderNode(Node):
                 # the decoder that was recorded.
                 if msg.data.get("node", self.name) == self.name and "path" in msg.data:
                     try:
+                        # The feature stage is reloaded only when the event names a
+                        # new file: an adapted decoder keeps the running history.
+                        if "features" in msg.data and msg.data["features"] != self._features_file:
+                            self.feature_stage = FeatureTransformer.load(
+                                self._session_path(str(msg.data["features"])))
+                            self._features_file = str(msg.data["features"])
                         self.load_decoder(str(msg.data["path"]))
                     except (OSError, ValueError) as exc:
                         self.counters.errors += 1
@@ -95,20 +141,32 @@ class DecoderNode(Node):
                 self.closed_loop = msg.data.get("mode") == "closed_loop"
                 if self.decoder is not None:
                     self.decoder.reset()
+                if self.feature_stage is not None:
+                    self.feature_stage.reset()
             elif msg.kind == "block_end":
                 self.closed_loop = False
             return
+        if isinstance(msg, EffectorState):
+            if self.decoder is not None and hasattr(self.decoder, "set_position"):
+                self.decoder.set_position(np.asarray(msg.position, dtype=float)[self._axis_idx])
+            return
         if not isinstance(msg, NeuralFrame) or self.decoder is None:
             return
-        if msg.counts.shape[0] != self.decoder.n_channels_:
+        if msg.counts.shape[0] != self._n_inputs():
             # A frame of the wrong width is rejected here, not fed to the filter.
             self.wrong_size += 1
             self.counters.rejected += 1
             self.counters.rejected_by_reason["shape"] += 1
             self.log.warning("neural frame %d has %d channels; decoder expects %d",
-                             msg.header.seq, msg.counts.shape[0], self.decoder.n_channels_)
+                             msg.header.seq, msg.counts.shape[0], self._n_inputs())
             return
-        state = self.decoder.step(self.features(msg.counts))
+        if self.feature_stage is not None:
+            z = self.feature_stage.step(msg.counts)
+            if z is None:
+                return  # re-binning: the feature bin is not complete yet
+        else:
+            z = self.features(msg.counts)
+        state = self.decoder.step(z)
         if not self.closed_loop:
             return  # keep the filter warm, but the task drives in open loop
         k = len(self.params.axes)

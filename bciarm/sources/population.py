@@ -99,6 +99,10 @@ class CosineTunedPopulation:
     preferred_direction : ndarray, shape (N, k)
         Unit vectors (defined for untuned units too, but unused there).
     tuned : ndarray of bool, shape (N,)
+    alive : ndarray of bool, shape (N,)
+        False for units that dropped out (they fire nothing); see
+        :mod:`bciarm.sources.drift`. Call :meth:`refresh` after changing
+        ``baseline_hz``, ``depth_hz``, ``preferred_direction`` or ``alive``.
     """
 
     def __init__(
@@ -141,8 +145,16 @@ class CosineTunedPopulation:
         self.tuned[gen.permutation(n_channels)[:n_untuned]] = False
         depth[~self.tuned] = 0.0
         self.depth_hz = depth
+        self.alive = np.ones(n_channels, dtype=bool)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute the rate model from the tuning attributes (after drift)."""
         # rates = baseline + v @ gain.T: one small matrix product per call.
-        self._gain_t = np.ascontiguousarray((self.preferred_direction * (depth / v_ref)[:, None]).T)
+        live = self.alive.astype(float)
+        self._gain_t = np.ascontiguousarray(
+            (self.preferred_direction * (self.depth_hz * live / self.v_ref)[:, None]).T)
+        self._baseline = self.baseline_hz * live
 
     def rates(self, velocity: np.ndarray) -> np.ndarray:
         """Firing rates (Hz) for intended velocity ``velocity`` (m/s).
@@ -161,7 +173,7 @@ class CosineTunedPopulation:
             raise ValueError(f"velocity must have shape ({self.n_dims},) or (T, {self.n_dims}); "
                              f"got {v.shape}")
         r = v @ self._gain_t
-        r += self.baseline_hz
+        r += self._baseline
         return np.maximum(r, 0.0, out=r)
 
     def sample(self, velocity: np.ndarray, bin_s: float, rng: np.random.Generator) -> np.ndarray:

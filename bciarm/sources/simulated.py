@@ -21,6 +21,7 @@ from bciarm.bus.messages import EffectorState, Header, Message, NeuralFrame, Tas
 from bciarm.bus.node import Node, NodeParams
 from bciarm.sources import population as _pop
 from bciarm.sources import user as _user
+from bciarm.sources.drift import Drift, DriftSpec
 from bciarm.sources.population import CosineTunedPopulation
 from bciarm.sources.user import SimulatedUser
 from bciarm.space import axis_indices
@@ -99,6 +100,9 @@ class SimulatedSource(Node):
                               "from the node's session generator.  Fix it to keep the same "
                               "subject across sessions with different seeds.")
         keep_history: bool = Field(True, description="Record every frame's intended velocity.")
+        drift: DriftSpec = Field(default_factory=DriftSpec,
+                                 description="Non-stationarity (off by default); see "
+                                             "bciarm.sources.drift.")
 
         @model_validator(mode="before")
         @classmethod
@@ -129,6 +133,7 @@ class SimulatedSource(Node):
         self._idx = axis_indices(p.axes)
         self.population: CosineTunedPopulation | None = None
         self.user: SimulatedUser | None = None
+        self.drift: Drift | None = None
         self.intended_velocity = np.zeros(len(p.axes))
         self._position: np.ndarray | None = None
         self._target: np.ndarray | None = None
@@ -160,6 +165,15 @@ class SimulatedSource(Node):
             k, feedback_delay_s=p.feedback_delay_s, preferred_speed=p.preferred_speed,
             gain=p.gain, noise_rel=p.noise_rel, noise_abs=p.noise_abs, rng=user_rng)
         self._spike_rng = spike_rng
+        # A fourth, independent stream only when drift is on, so the default
+        # session draws exactly what it drew before drift existed.
+        self.drift = None
+        if p.drift.enabled:
+            try:
+                (drift_rng,) = self.rng.spawn(1)
+            except (TypeError, ValueError):
+                drift_rng = np.random.default_rng(int(self.rng.integers(0, 2**63)))
+            self.drift = Drift(p.drift, drift_rng)
 
     # ------------------------------------------------------------------ inputs
 
@@ -182,6 +196,8 @@ class SimulatedSource(Node):
     def on_tick(self, now_ns: int) -> None:
         assert self.user is not None and self.population is not None
         v = self.user.intend(now_ns / NS_PER_S)
+        if self.drift is not None:
+            self.drift.advance(self.population, now_ns / NS_PER_S, self.params.bin_s)
         counts = self.population.sample(v, self.params.bin_s, self._spike_rng)
         header = frame_header(self, "neural")
         self.intended_velocity = v

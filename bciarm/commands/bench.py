@@ -1,0 +1,64 @@
+"""``bciarm bench decoder [--json]``: per-step latency of the Kalman updates."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+err_console = Console(stderr=True)
+
+
+@click.group("bench")
+def bench() -> None:
+    """Benchmarks."""
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give comma-separated integers, e.g. 96,192") from None
+
+
+@bench.command("decoder")
+@click.option("--channels", default="96,192,1024,4096,10000", show_default=True,
+              help="Comma-separated channel counts N.")
+@click.option("--state-dims", default="3,5,7", show_default=True,
+              help="Comma-separated state dimensions d (kinematics + constant).")
+@click.option("--impl", "impls", multiple=True, metavar="NAME",
+              help="Only these implementations (repeatable); default: all.")
+@click.option("--budget", type=click.FloatRange(0.01, 10), default=0.25, show_default=True,
+              help="Seconds of timing per implementation and size.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"results": [...]} as one JSON object on the last line of stdout.')
+def decoder(channels: str, state_dims: str, impls: tuple[str, ...], budget: float,
+            as_json: bool) -> None:
+    """Per-step latency (median, p99) of bciarm's steady/full updates and references.
+
+    The references (filterpy, pykalman, neural-decoding) come with the
+    benchmark-only extra: pip install 'bciarm[bench]'.
+    """
+    from bciarm.decoders.bench import IMPLS, ratios, run_bench
+
+    chosen = list(impls) or list(IMPLS)
+    try:
+        results = run_bench(_sizes(channels), _sizes(state_dims), chosen, budget_s=budget,
+                            progress=lambda line: err_console.print(line, highlight=False))
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--impl") from None
+    table = Table(title="Kalman step latency (µs)", title_justify="left")
+    for col in ("impl", "N", "d", "median", "p99"):
+        table.add_column(col, justify="right" if col != "impl" else "left")
+    for r in results:
+        table.add_row(r["impl"], str(r["n_channels"]), str(r["state_dim"]),
+                      f"{r['median_us']:.2f}", f"{r['p99_us']:.2f}")
+    err_console.print(table)
+    for name, value in ratios(results).items():
+        err_console.print(f"{name} (d=7): " + ("n/a" if value is None else f"{value:.1f}×"))
+    if as_json:
+        click.echo(json.dumps({"results": results}))
