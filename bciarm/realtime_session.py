@@ -89,10 +89,21 @@ class RealtimeSession(Session):
 
     def fit_decoder(self, block: BlockResult) -> Any:
         assert self.session_dir is not None and self.sup is not None
+        from concurrent.futures import ThreadPoolExecutor
+
         decoder_node = self._one("decoder")
-        Z, X, bin_s = self.calibration_data(block, self.config.protocol.calibration.lag_s)
-        decoder = decoder_node.make_estimator().fit(Z, X, bin_s)
-        decoder.save(self.session_dir / "decoder.npz")
+
+        def fit() -> tuple[Any, Any, Any]:
+            Z, X, bin_s = self.calibration_data(block, self.config.protocol.calibration.lag_s)
+            decoder = decoder_node.make_estimator().fit(Z, X, bin_s)
+            decoder.save(self.session_dir / "decoder.npz")
+            return decoder, Z, X
+
+        # Fit in a worker thread: the supervisor keeps watching the nodes meanwhile.
+        with ThreadPoolExecutor(1) as pool:
+            fut = pool.submit(fit)
+            self.sup.service_until(fut.done, 600, allow_stop=True)
+            decoder, Z, X = fut.result()
         self.sup.announce("decoder_update", node=decoder_node.name, path="decoder.npz",
                           n_channels=int(Z.shape[1]), bins=int(Z.shape[0]),
                           fit_r2=float(decoder.score(Z, X)))

@@ -188,14 +188,20 @@ def repair_log(path: Path) -> int:
     return 0
 
 
+#: Measured end-effector speed below which an effector counts as stopped (m/s).
+STILL_M_S = 0.005
+
+
 def at_rest(node: Node) -> bool:
-    """True if an effector node's last command is zero (or it has none)."""
+    """True if an effector node is commanding zero and its measured speed is below
+    :data:`STILL_M_S` (or it has no status yet)."""
     ctl = getattr(node, "controller", None)
     last = getattr(ctl, "last", None)
     if last is None:
         return True
+    cmd = np.asarray(getattr(last, "command", np.zeros(1)), float)
     v = np.asarray(getattr(last, "velocity", np.zeros(1)), float)
-    return bool(np.all(v == 0))
+    return bool(np.all(cmd == 0) and np.linalg.norm(v) < STILL_M_S)
 
 
 class GroupRunner:
@@ -224,6 +230,10 @@ class GroupRunner:
         self._drain_effectors = False
         self._hb_seen = False
         self._hb_t = 0
+        self._local: deque = deque()
+        self._in_local = False
+        self.names: set[str] = set()
+        self.local_topics = False
         self.ctx = zmq.Context()
 
     # ------------------------------------------------------------------ sockets
@@ -278,6 +288,23 @@ class GroupRunner:
             self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK, copy=len(payload) < 65536)
         except zmq.Again:
             sender.counters.dropped += 1
+        if self.local_topics and any(n is not sender and n.subscribes_to(topic)
+                                     for n in self.nodes):
+            # Nodes of one group get each other's messages in process (FIFO,
+            # after the current callback, like inline), not through the broker.
+            self._local.append((topic, msg, payload))
+            self._drain_local()
+
+    def _drain_local(self) -> None:
+        if self._in_local:
+            return
+        self._in_local = True
+        try:
+            while self._local:
+                topic, msg, payload = self._local.popleft()
+                self.deliver(topic, msg, payload, skip_src=msg.header.src)
+        finally:
+            self._in_local = False
 
     def _reject(self, topic: str, reason: str, detail: str) -> None:
         self.rejected[reason] += 1
@@ -309,16 +336,19 @@ class GroupRunner:
             return
         if topic.startswith("hb.") and msg.header.src == self.nodes[0].name and not self._hb_seen:
             self._hb_seen = True
+        if self.local_topics and msg.header.src in self.names:
+            return  # our own group's message: already delivered in process
         why = self.seq.check(topic, msg.header)
         if why is not None:
             self._reject(topic, why, f"seq {msg.header.seq} from {msg.header.src}")
             return
         self.deliver(topic, msg, payload)
 
-    def deliver(self, topic: str, msg: Message, payload: bytes | None = None) -> None:
+    def deliver(self, topic: str, msg: Message, payload: bytes | None = None,
+                skip_src: str | None = None) -> None:
         for slot in self.slots:
             n = slot.node
-            if not n.subscribes_to(topic):
+            if n.name == skip_src or not n.subscribes_to(topic):
                 continue
             if self._drain_effectors and topic == "intent" and _is_effector(n):
                 continue  # stopping: no new motion
@@ -383,9 +413,12 @@ class GroupRunner:
                 hb = Heartbeat(n.header(f"hb.{n.name}"), n.name, self.state,
                                {k: v for k, v in n.counters.as_dict().items()}, p50, p99)
                 topic_b, payload = codec.encode(f"hb.{n.name}", hb)
+                if self.local_topics:
+                    self._local.append((f"hb.{n.name}", hb, payload))
                 self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK)
             except (zmq.Again, codec.CodecError):
                 pass
+        self._drain_local()
         self.send_ctl(t="hb", state=self.state, t_ns=now, nodes=nodes,
                       rejected=dict(self.rejected))
 
@@ -426,6 +459,8 @@ class GroupRunner:
             self.nodes.append(node)
             period = round(node.tick_s * NS_PER_S) if node.tick_s else 0
             self.slots.append(_Slot(node, period))
+        self.names = {n.name for n in self.nodes}
+        self.local_topics = len(self.nodes) > 1
         self._sockets()
         self.set_state("STARTING")
         for node in self.nodes:
@@ -452,8 +487,11 @@ class GroupRunner:
             if now >= hb_next:
                 self.heartbeat(now)
                 hb_next = now + self.hb_ns
-                if self.state == "STARTING" and self._hb_seen:
-                    self.set_state("READY")
+                if self.state == "STARTING":
+                    if self._hb_seen:
+                        self.set_state("READY")
+                    else:  # probe the bus often until our subscriptions are in place
+                        hb_next = now + min(self.hb_ns, 20_000_000)
             if self._stop:
                 if deadline_stop is None:
                     self.set_state("STOPPING")
@@ -530,10 +568,23 @@ def _to_jsonable(val: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m bciarm.bus.realtime SPEC.json", file=sys.stderr)
+        print("usage: python -m bciarm.bus.realtime SPEC.json | --standby", file=sys.stderr)
         return 2
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor orders the shutdown
+    if argv[0] == "--standby":
+        # A warm spare: imports done, waiting for the spec path of a process to replace.
+        # Restarts then cost a connect, not an interpreter start.
+        for mod in ("bciarm.config", "bciarm.record", "bciarm.decoders.node",
+                    "bciarm.effectors.arm", "bciarm.sources.simulated", "bciarm.tasks.center_out"):
+            try:
+                __import__(mod)
+            except ImportError:  # pragma: no cover
+                pass
+        line = sys.stdin.readline().strip()
+        if not line:
+            return 0
+        argv = [line]
     spec = json.loads(Path(argv[0]).read_text())
     logging.basicConfig(level=spec.get("log_level", logging.WARNING),
                         format=f"%(levelname)s [{spec['group']}] %(name)s: %(message)s")

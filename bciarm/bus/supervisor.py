@@ -150,6 +150,8 @@ class Supervisor:
         self.voice = ProtocolVoice("protocol")
         self.ctx = zmq.Context()
         self.started = False
+        self._last_check_ns = 0
+        self.spare: subprocess.Popen | None = None
 
     # ------------------------------------------------------------------ processes
 
@@ -158,14 +160,25 @@ class Supervisor:
         d.mkdir(exist_ok=True)
         return d / f"{name}.json"
 
-    def _popen(self, name: str, module: str, spec: dict[str, Any]) -> subprocess.Popen:
-        path = self._spec_path(name)
-        path.write_text(json.dumps(spec, indent=1))
-        logf = (self.session_dir / "runtime" / f"{name}.log").open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        return subprocess.Popen([sys.executable, "-m", module, str(path)], stdout=logf,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+    def _popen(self, name: str, module: str, spec: dict[str, Any] | None) -> subprocess.Popen:
+        if spec is None:
+            arg, stdin, logname = "--standby", subprocess.PIPE, "spare"
+        else:
+            path = self._spec_path(name)
+            path.write_text(json.dumps(spec, indent=1))
+            arg, stdin, logname = str(path), subprocess.DEVNULL, name
+        logf = (self.session_dir / "runtime" / f"{logname}.log").open("ab")
+        # One BLAS thread per process: on a small machine, node processes must not
+        # fight each other (and the control loops) for every core.
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+                   OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        return subprocess.Popen([sys.executable, "-m", module, arg], stdout=logf,
+                                stderr=subprocess.STDOUT, stdin=stdin, env=env,
                                 start_new_session=True)
+
+    def _spawn_spare(self) -> None:
+        self._spec_path("spare")
+        self.spare = self._popen("spare", "bciarm.bus.realtime", None)
 
     def spawn_broker(self) -> None:
         spec = {"xsub": self.endpoints["xsub_bind"], "xpub": self.endpoints["xpub_bind"],
@@ -192,7 +205,20 @@ class Supervisor:
         if p.remote:
             p.state = "STARTING"
             return  # started by hand on another host with this spec
-        p.popen = self._popen(p.group, "bciarm.bus.realtime", spec)
+        spare = self.spare
+        if spare is not None and spare.poll() is None and self.started:
+            try:
+                assert spare.stdin is not None
+                spare.stdin.write(f"{self._spec_path(p.group)}\n".encode())
+                spare.stdin.flush()
+                p.popen = spare
+                self._spawn_spare()
+            except OSError:
+                spare = None
+        else:
+            spare = None
+        if spare is None:
+            p.popen = self._popen(p.group, "bciarm.bus.realtime", spec)
         p.state = "STARTING"
         p.ident = None
         p.spawned_ns = time.monotonic_ns()
@@ -335,6 +361,12 @@ class Supervisor:
 
     def check_processes(self) -> None:
         now = time.monotonic_ns()
+        gap = now - self._last_check_ns if self._last_check_ns else 0
+        self._last_check_ns = now
+        if gap > self.hb_ns:
+            # We were busy ourselves: heartbeats may sit unread; don't blame the nodes.
+            for p in self.procs.values():
+                p.last_hb_ns = max(p.last_hb_ns, now - self.hb_ns)
         b = self.broker
         if b.popen is not None and b.popen.poll() is not None and not b.stopping:
             rc = b.popen.returncode
@@ -424,6 +456,7 @@ class Supervisor:
         self.spawn_broker()
         for p in self.procs.values():
             self.spawn(p)
+        self._spawn_spare()
         self.write_runtime_file("starting")
         local = [p for p in self.procs.values() if not p.remote]
         ok = self.service_until(lambda: all(p.state == "READY" for p in self.procs.values())
@@ -493,6 +526,9 @@ class Supervisor:
                     p.popen.kill()
                     p.popen.wait(2)
                 p.state = "STOPPED"
+        if self.spare is not None and self.spare.poll() is None:
+            self.spare.kill()
+            self.spare.wait(5)
         self.broker.stopping = True
         if self.broker.popen is not None and self.broker.popen.poll() is None:
             self.broker.popen.terminate()
@@ -508,6 +544,9 @@ class Supervisor:
         for p in [*self.procs.values(), self.broker]:
             if p.popen is not None and p.popen.poll() is None:
                 p.popen.kill()
+        if self.spare is not None and self.spare.poll() is None:
+            self.spare.kill()
+            self.spare.wait(5)
 
     # ------------------------------------------------------------------ reporting
 
