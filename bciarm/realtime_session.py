@@ -82,6 +82,7 @@ class RealtimeSession(Session):
             sup.request(rec, t="sync", timeout_s=5.0)
         n = self._done_trials(name)
         if stopped:
+            self._partial = BlockResult(name, mode, start_s, end_s, n)
             raise SessionStopped()
         if trials is not None and n < trials:
             log.warning("block %s ended on its time cap after %d of %d trials", name, n, trials)
@@ -165,6 +166,8 @@ class RealtimeSession(Session):
             trials = self._trials()
         except SessionStopped:
             interrupted = True
+            if getattr(self, "_partial", None) is not None:
+                blocks.append(self._partial)
             log.warning("session stopped by the operator")
             try:
                 trials = self._trials()
@@ -201,6 +204,9 @@ class RealtimeSession(Session):
             "faults": sup.events,
             "restarts": {p.group: p.restarts for p in [sup.broker, *sup.procs.values()]},
         }
-        self._write_results(metrics, trials, blocks)
+        if blocks:
+            self._write_results(metrics, trials, blocks)
+        else:  # stopped before the first block: no trials to plot
+            (self.session_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (self.session_dir / "faults.json").write_text(json.dumps(sup.events, indent=2))
         return SessionResult(metrics, self.session_dir, blocks)
