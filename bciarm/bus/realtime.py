@@ -158,10 +158,22 @@ class _Slot:
     latency: LatencyWindow = field(default_factory=LatencyWindow)
 
 
-def build_node(cfg: Any, name: str, record_flush: int | None = None) -> Node:
-    """Instantiate graph node ``name`` (or the recorder) exactly as the inline session does."""
+def build_node(cfg: Any, name: str, record_flush: int | None = None,
+               classes: dict[str, Any] | None = None) -> Node:
+    """Instantiate graph node ``name`` (or the recorder) exactly as the inline session does.
+
+    ``classes`` maps a node name to ``{"cls": "module:Class", "params": {...}}`` for nodes
+    outside any graph config (the bus benchmark's).
+    """
     from bciarm.config import node_class, node_params
     from bciarm.record import Recorder
+
+    if classes and name in classes:
+        import importlib
+
+        mod, _, cls_name = classes[name]["cls"].partition(":")
+        cls = getattr(importlib.import_module(mod), cls_name)
+        return cls(name, **classes[name].get("params", {}))
 
     if name == "recorder" and name not in cfg.nodes:
         return Recorder("recorder", flush_every=record_flush or cfg.record.flush_every)
@@ -443,7 +455,11 @@ class GroupRunner:
     def start_nodes(self) -> None:
         from bciarm.config import load_config
 
-        cfg, _ = load_config(self.spec["config"])
+        if self.spec.get("config"):
+            cfg, _ = load_config(self.spec["config"])
+            seed = cfg.seed
+        else:
+            cfg, seed = None, 0
         session_dir = Path(self.spec["session_dir"]) if self.spec.get("session_dir") else None
         if "recorder" in self.spec["nodes"] and session_dir is not None:
             from bciarm.record import LOG_NAME
@@ -453,8 +469,8 @@ class GroupRunner:
                 log.warning("recorder: cut a torn tail of %d bytes before appending", cut)
         inc = int(self.spec.get("incarnation", 0))
         for name in self.spec["nodes"]:
-            node = build_node(cfg, name, self.spec.get("record_flush"))
-            node.bind(_Ctx(self, node, node_rng(cfg.seed, name, inc),
+            node = build_node(cfg, name, self.spec.get("record_flush"), self.spec.get("classes"))
+            node.bind(_Ctx(self, node, node_rng(seed, name, inc),
                            logging.getLogger(f"bciarm.node.{name}"), session_dir))
             self.nodes.append(node)
             period = round(node.tick_s * NS_PER_S) if node.tick_s else 0
@@ -502,8 +518,15 @@ class GroupRunner:
             due = [s.next_ns for s in self.slots if s.period_ns and self.state in ("RUNNING",
                                                                                    "STOPPING")]
             wake = min([hb_next, *due])
-            timeout_ms = max(0.0, (wake - time.monotonic_ns()) / 1e6)
-            events = dict(self.poller.poll(timeout_ms))
+            timeout_ms = (wake - time.monotonic_ns()) / 1e6
+            if timeout_ms >= 1.0:
+                events = dict(self.poller.poll(int(timeout_ms)))
+            else:
+                # zmq_poll counts whole milliseconds: for the last one, look once and
+                # sleep the remainder instead of spinning.
+                events = dict(self.poller.poll(0))
+                if not events and timeout_ms > 0:
+                    time.sleep(timeout_ms / 1e3)
             if self.ctl in events:
                 while True:
                     try:
