@@ -147,11 +147,19 @@ def _sleep_until(t_ns: int) -> None:
         time.sleep(dt)
 
 
+def _attach(sock: zmq.Socket, ep: str) -> None:
+    """``bind:tcp://...`` binds, ``tcp://...`` connects (to a broker)."""
+    if ep.startswith("bind:"):
+        sock.bind(ep[5:])
+    else:
+        sock.connect(ep)
+
+
 def floor_source(pub_ep: str, frames: int, rate: float, channels: int, ready: str) -> None:
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
     pub.sndhwm = 0
-    pub.bind(pub_ep)
+    _attach(pub, pub_ep)
     # wait for the chain: the effector touches `ready` once it saw a probe end to end
     end = time.monotonic() + 30
     while not Path(ready).exists() and time.monotonic() < end:
@@ -179,7 +187,7 @@ def floor_decoder(sub_ep: str, pub_ep: str, channels: int) -> None:
     sub.subscribe(b"neural")
     sub.connect(sub_ep)
     pub = ctx.socket(zmq.PUB)
-    pub.bind(pub_ep)
+    _attach(pub, pub_ep)
     while True:
         _, payload = sub.recv_multipart()
         seq, t_ns = _HEAD.unpack_from(payload)
@@ -213,19 +221,33 @@ def floor_effector(sub_ep: str, out: str, ready: str) -> None:
     ctx.destroy(linger=0)
 
 
-def run_floor(seconds: float, rate: float, channels: int, workdir: Path) -> dict[str, Any]:
+def run_floor(seconds: float, rate: float, channels: int, workdir: Path,
+              broker: bool = False) -> dict[str, Any]:
+    """Bare pyzmq: direct PUB/SUB (the floor), or through the same XSUB/XPUB broker process."""
     frames = int(seconds * rate)
-    a, b = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
-    out, ready = workdir / "floor.npz", workdir / "floor.ready"
+    name = "floor_broker" if broker else "floor"
+    out, ready = workdir / f"{name}.npz", workdir / f"{name}.ready"
     me = [sys.executable, "-m", "bciarm.bench.bus"]
-    procs = [subprocess.Popen([*me, "floor-effector", b, str(out), str(ready)], env=_env(),
-                              start_new_session=True),
-             subprocess.Popen([*me, "floor-decoder", a, b, str(channels)], env=_env(),
-                              start_new_session=True),
-             subprocess.Popen([*me, "floor-source", a, str(frames), str(rate), str(channels),
-                               str(ready)], env=_env(), start_new_session=True)]
+    procs = []
+    if broker:
+        xsub, xpub = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+        (workdir / "fb.json").write_text(json.dumps({"xsub": xsub, "xpub": xpub}))
+        procs.append(subprocess.Popen([sys.executable, "-m", "bciarm.bus.broker",
+                                       str(workdir / "fb.json")], env=_env(),
+                                      start_new_session=True))
+        a_pub, a_sub, b_pub, b_sub = xsub, xpub, xsub, xpub
+    else:
+        a, b = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+        a_pub, a_sub, b_pub, b_sub = f"bind:{a}", a, f"bind:{b}", b
+    procs += [subprocess.Popen([*me, "floor-effector", b_sub, str(out), str(ready)], env=_env(),
+                               start_new_session=True),
+              subprocess.Popen([*me, "floor-decoder", a_sub, b_pub, str(channels)], env=_env(),
+                               start_new_session=True),
+              subprocess.Popen([*me, "floor-source", a_pub, str(frames), str(rate),
+                                str(channels), str(ready)], env=_env(), start_new_session=True)]
+    chain = procs[1:] if broker else procs
     try:
-        _wait(procs[::-1], seconds * 3 + 40)
+        _wait(chain[::-1], seconds * 3 + 40)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -265,7 +287,7 @@ def run_ezmsg(seconds: float, rate: float, channels: int, workdir: Path) -> dict
 
 def run_all(seconds: float = 30.0, rate: float = 1000.0, channels: int = 1024, ezmsg: bool = True,
             progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Run the three variants; return the issue's JSON keys plus details."""
+    """Run the variants; return exactly the issue's JSON keys (details go to ``progress``)."""
     with tempfile.TemporaryDirectory(prefix="bciarm-bench-") as tmp:
         work = Path(tmp)
         progress(f"bciarm bus: {seconds:.0f} s at {rate:.0f} Hz x {channels} channels ...")
@@ -274,6 +296,9 @@ def run_all(seconds: float = 30.0, rate: float = 1000.0, channels: int = 1024, e
         progress("bare pyzmq floor ...")
         floor = run_floor(seconds, rate, channels, work)
         progress(f"  {floor}")
+        progress("bare pyzmq through the broker ...")
+        floor_b = run_floor(seconds, rate, channels, work, broker=True)
+        progress(f"  {floor_b}")
         ez: dict[str, Any] = {"p50_us": None, "p99_us": None}
         if ezmsg:
             progress("ezmsg ...")
