@@ -106,14 +106,19 @@ class SeqTracker:
 
     def __init__(self) -> None:
         self.last: dict[tuple[str, str], tuple[int, int]] = {}
+        #: messages lost on the way (gaps in a publisher's sequence), since the last read
+        self.gap = 0
 
     def check(self, topic: str, h: Header) -> str | None:
         key = (topic, h.src)
         prev = self.last.get(key)
+        self.gap = 0
         if prev is not None and h.seq <= prev[0]:
             if h.t_ns <= prev[1]:
                 return "duplicate_seq" if h.seq == prev[0] else "out_of_order"
             log.info("%s on %s restarted (seq %d after %d)", h.src, topic, h.seq, prev[0])
+        elif prev is not None:
+            self.gap = h.seq - prev[0] - 1
         self.last[key] = (h.seq, h.t_ns)
         return None
 
@@ -320,7 +325,10 @@ class GroupRunner:
 
     def _reject(self, topic: str, reason: str, detail: str) -> None:
         self.rejected[reason] += 1
-        log.warning("[%s] rejected frame on %r: %s", self.group, topic[:40], detail[:200])
+        n = self.rejected[reason]
+        if n <= 20 or n % 1000 == 0:  # a flood of bad frames must not become a flood of logs
+            log.warning("[%s] rejected frame on %r: %s (%d so far with this reason)",
+                        self.group, topic[:40], detail[:200], n)
         hit = [n for n in self.nodes if n.subscribes_to(topic)] or self.nodes
         for n in hit:
             n.counters.rejected += 1
@@ -354,6 +362,11 @@ class GroupRunner:
         if why is not None:
             self._reject(topic, why, f"seq {msg.header.seq} from {msg.header.src}")
             return
+        if self.seq.gap > 0:
+            # PUB/SUB drop silently (high-water marks, a broker restart): seq gaps show it
+            for n in self.nodes:
+                if n.subscribes_to(topic):
+                    n.counters.dropped += self.seq.gap
         self.deliver(topic, msg, payload)
 
     def deliver(self, topic: str, msg: Message, payload: bytes | None = None,

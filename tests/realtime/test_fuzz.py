@@ -60,6 +60,7 @@ def test_runner_rejects_duplicates_out_of_order_and_oversized():
     assert runner.rejected == {"duplicate_seq": 1, "out_of_order": 1, "oversized": 1,
                                "garbage": 1}
     assert runner.nodes[0].counters.rejected == 4
+    assert runner.nodes[0].counters.dropped == 2  # seq 3 and 4 never came
     runner.ctx.destroy(linger=0)
 
 

@@ -103,3 +103,32 @@ def test_status_estop_resume_stop(tmp_path, runtime_dir, spawn, monkeypatch):
             last_hb[m.node] = m.state
     for node in ("arm", "source", "decoder", "task"):
         assert last_hb.get(node) == "STOPPING", (node, last_hb.get(node))
+
+
+def test_ctrl_c_stops_in_order(tmp_path, runtime_dir, spawn):
+    import os
+    import signal
+
+    cfg = graph(tmp_path, cal_trials=40)
+    proc = spawn([*CLI, "run", str(cfg), "--mode", "realtime", "--out", str(tmp_path / "s"),
+                  "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    current = runtime_dir / "current.json"
+
+    def moving() -> bool:
+        assert proc.poll() is None, proc.stderr.read()
+        if not (current.exists() and json.loads(current.read_text()).get("state") == "running"):
+            return False
+        s = json.loads(_cli("status", "--json").stdout)
+        return s["groups"]["task"]["nodes"]["task"]["counters"]["sent"] > 40
+    wait_for(moving, 60, "the arm moving")
+    os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    session_dir = next((tmp_path / "s").iterdir())
+    metrics = json.loads((session_dir / "metrics.json").read_text())
+    assert metrics["interrupted"] is True
+    recs = records(session_dir)
+    states = [m for t, m in recs if isinstance(m, EffectorState)]
+    assert speed(states[-1]) < STILL_M_S  # the arm came to rest before anything else stopped
+    last_hb = {m.node: m.state for t, m in recs if isinstance(m, Heartbeat)}
+    assert all(last_hb.get(n) == "STOPPING" for n in ("arm", "source", "decoder", "task"))
