@@ -96,7 +96,7 @@ class RealtimeSpec(_Strict):
     xpub_port: int = Field(0, ge=0, le=65535, description="broker port subscribers connect to "
                                                          "(0: a random free port)")
     heartbeat_s: float = Field(0.1, gt=0, le=5, description="heartbeat period; a node silent "
-                                                            "for 3 periods is restarted")
+                                                            "for 2.5 periods is restarted")
     keys_dir: str | None = Field(None, description="CURVE keys (bciarm keys generate DIR)")
     remote: list[str] = Field(default_factory=list, description="groups started by hand on "
                                                                  "other hosts (not spawned)")

@@ -42,6 +42,10 @@ from bciarm.bus.realtime import NS_PER_S, configure_curve, free_port
 
 log = logging.getLogger("bciarm.supervisor")
 
+#: A process silent this many heartbeat periods is hung.  Below 3, so that with delivery and
+#: our own polling a hang is detected within 3 periods of the process's last heartbeat.
+HUNG_PERIODS = 2.5
+
 #: Event kinds that describe the session's current state; a restarted node gets them again.
 STICKY = ("block_start", "block_end", "decoder_update")
 
@@ -382,7 +386,7 @@ class Supervisor:
             reason = None
             if p.popen is not None and p.popen.poll() is not None:
                 reason = f"exited ({p.popen.returncode})"
-            elif p.state in ("READY", "RUNNING") and now - p.last_hb_ns > 3 * self.hb_ns:
+            elif p.state in ("READY", "RUNNING") and now - p.last_hb_ns > HUNG_PERIODS * self.hb_ns:
                 reason = f"hung: no heartbeat for {(now - p.last_hb_ns) / 1e6:.0f} ms"
             elif p.state in ("STARTING",) and now - p.spawned_ns > self.startup_timeout_ns:
                 reason = "did not start in time"

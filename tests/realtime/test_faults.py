@@ -131,7 +131,7 @@ def test_hung_source_is_detected_and_broker_death_stops_the_arm(tmp_path, runtim
     detected = [e for e in result.metrics["faults"]
                 if e["node"] == "source" and e["action"] == "detected"]
     assert detected and "hung" in detected[0]["reason"]
-    assert detected[0]["t_ns"] - marks["hang"] <= 3 * hb_s * 1e9 + 20e6, \
+    assert detected[0]["t_ns"] - marks["hang"] <= 3 * hb_s * 1e9, \
         f"hang detected after {(detected[0]['t_ns'] - marks['hang']) / 1e6:.0f} ms"
 
     t_last, t_zero = _stop_after_intent(recs, marks["broker_kill"])
