@@ -248,6 +248,7 @@ class GroupRunner:
         self._hb_seen = False
         self._hb_t = 0
         self._local: deque = deque()
+        self.bus_rx_ns = 0
         self._in_local = False
         self.names: set[str] = set()
         self.local_topics = False
@@ -257,6 +258,9 @@ class GroupRunner:
 
     def _sockets(self) -> None:
         sec = self.spec.get("security")
+        # Reconnect fast after a broker restart (default: 100 ms).
+        self.ctx.setsockopt(zmq.RECONNECT_IVL, 20)
+        self.ctx.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.linger = 0
         self.pub.sndhwm = 10000
@@ -445,7 +449,7 @@ class GroupRunner:
                 pass
         self._drain_local()
         self.send_ctl(t="hb", state=self.state, t_ns=now, nodes=nodes,
-                      rejected=dict(self.rejected))
+                      rejected=dict(self.rejected), bus_rx_ns=self.bus_rx_ns)
 
     # ------------------------------------------------------------------ loop
 
@@ -459,6 +463,7 @@ class GroupRunner:
             n += 1
             self.handle_frame(parts)
         if n:
+            self.bus_rx_ns = time.monotonic_ns()
             for node in self.nodes:
                 w = getattr(node, "writer", None)
                 if w is not None and not w.closed:

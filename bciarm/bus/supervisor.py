@@ -78,6 +78,7 @@ class Proc:
     stopping: bool = False
     remote: bool = False
     fault_ns: int = 0
+    bus_rx_ns: int = 0
 
 
 class _ProtocolCtx:
@@ -149,6 +150,9 @@ class Supervisor:
         self.task_msgs: list[TaskState] = []
         self._pending_events: list[tuple[str, dict[str, Any]]] = []
         self._bus_seen_after_broker = True
+        self._hello_back = False
+        self._broker_down_ns = 0
+        self._last_probe_ns = 0
         self._req = 0
         self._replies: dict[int, dict[str, Any]] = {}
         self.voice = ProtocolVoice("protocol")
@@ -232,6 +236,8 @@ class Supervisor:
 
     def _sockets(self) -> None:
         c = self.ctx
+        c.setsockopt(zmq.RECONNECT_IVL, 20)
+        c.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
         self.ctl = c.socket(zmq.ROUTER)
         self.ctl.linger = 0
         self.ctl.bind(self.endpoints["control_bind"])
@@ -326,6 +332,7 @@ class Supervisor:
         elif t == "hb":
             p.last_hb_ns = now
             p.info = msg.get("nodes", {})
+            p.bus_rx_ns = int(msg.get("bus_rx_ns", 0))
             p.rejected = msg.get("rejected", {})
         elif t == "reply":
             self._replies[msg.get("id")] = msg
@@ -349,11 +356,6 @@ class Supervisor:
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def _on_bus(self, parts: list[bytes]) -> None:
-        if not self._bus_seen_after_broker:
-            self._bus_seen_after_broker = True
-            for kind, data in self._pending_events:
-                self.announce(kind, **data)
-            self._pending_events.clear()
         if len(parts) != 2:
             return
         try:
@@ -362,6 +364,27 @@ class Supervisor:
             return
         if isinstance(msg, TaskState):
             self.task_msgs.append(msg)
+        elif (isinstance(msg, Event) and msg.kind == "hello" and msg.header.src == "protocol"
+              and msg.header.t_ns >= self._broker_down_ns):
+            self._hello_back = True
+
+    def _bus_recovery(self) -> None:
+        """After a broker restart: probe until our own events come back through the new
+        broker and the recorder receives bus traffic again; then publish the queued fault
+        events (so they are recorded) and the broker's ``restarted`` event."""
+        now = time.monotonic_ns()
+        rec = self.procs.get("recorder")
+        rec_ok = rec is None or rec.bus_rx_ns > self._broker_down_ns
+        if self._hello_back and rec_ok:
+            self._bus_seen_after_broker = True
+            for kind, data in self._pending_events:
+                self.announce(kind, **data)
+            self._pending_events.clear()
+            self.fault_event(node="broker", action="restarted", pid=self.broker.popen.pid,
+                             down_ms=(now - self._broker_down_ns) / 1e6)
+        elif now - self._last_probe_ns > 20_000_000:
+            self._last_probe_ns = now
+            self.voice.emit("event", Event, kind="hello", data={})
 
     def check_processes(self) -> None:
         now = time.monotonic_ns()
@@ -374,12 +397,12 @@ class Supervisor:
         b = self.broker
         if b.popen is not None and b.popen.poll() is not None and not b.stopping:
             rc = b.popen.returncode
-            self.fault_event(node="broker", action="detected", reason=f"exited ({rc})")
             self._bus_seen_after_broker = False
+            self._hello_back = False
+            self._broker_down_ns = now
+            self.fault_event(node="broker", action="detected", reason=f"exited ({rc})")
             b.restarts += 1
             self.spawn_broker()
-            self.fault_event(node="broker", action="restarted", pid=b.popen.pid,
-                             down_ms=(time.monotonic_ns() - now) / 1e6)
         for p in self.procs.values():
             if p.stopping or p.remote:
                 continue
@@ -436,6 +459,8 @@ class Supervisor:
                     break
         if self.started:
             self.check_processes()
+            if not self._bus_seen_after_broker:
+                self._bus_recovery()
 
     def service_until(self, cond: Callable[[], bool], timeout_s: float,
                       allow_stop: bool = False) -> bool:
