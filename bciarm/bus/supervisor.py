@@ -45,6 +45,10 @@ log = logging.getLogger("bciarm.supervisor")
 #: A process silent this many heartbeat periods is hung.  Below 3, so that with delivery and
 #: our own polling a hang is detected within 3 periods of the process's last heartbeat.
 HUNG_PERIODS = 2.5
+#: More restarts of one process than this within the window: a crash loop.  The supervisor
+#: gives up on it, e-stops every effector and ends the session in order.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
 
 #: Event kinds that describe the session's current state; a restarted node gets them again.
 STICKY = ("block_start", "block_end", "decoder_update")
@@ -79,6 +83,7 @@ class Proc:
     remote: bool = False
     fault_ns: int = 0
     bus_rx_ns: int = 0
+    restart_ns: list[int] = field(default_factory=list)
 
 
 class _ProtocolCtx:
@@ -427,9 +432,20 @@ class Supervisor:
                 p.popen.wait(2)
             except subprocess.TimeoutExpired:  # pragma: no cover
                 pass
-        p.fault_ns = time.monotonic_ns()
+        now = p.fault_ns = time.monotonic_ns()
         p.state = "FAULT"
         self.fault_event(node=p.group, action="detected", reason=reason, pid=old_pid)
+        recent = [t for t in p.restart_ns if now - t < RESTART_WINDOW_S * NS_PER_S]
+        if len(recent) >= MAX_RESTARTS:
+            # A crash loop: stop trying, stop every effector, end the session in order.
+            p.stopping = True
+            p.state = "FAILED"
+            self.fault_event(node=p.group, action="gave_up",
+                             reason=f"{len(recent)} restarts in {RESTART_WINDOW_S:.0f} s")
+            self.estop("supervisor: crash loop")
+            self.stop_requested = True
+            return
+        p.restart_ns = [*recent, now]
         p.restarts += 1
         p.incarnation += 1
         self.spawn(p)
