@@ -112,7 +112,6 @@ def main(argv: list[str]) -> int:
     eff = Effector(EffSettings(out=out))
     # A private graph server on a random port (not ezmsg's shared default 25978).
     from ezmsg.core.graphserver import GraphService
-
     from ezmsg.core.netprotocol import Address
 
     server = GraphService(Address("127.0.0.1", int(port))).create_server()

@@ -77,7 +77,7 @@ def sub_prefixes(patterns: tuple[str, ...]) -> list[bytes]:
     for p in patterns:
         if p == "*":
             return [b""]
-        out.add((p[:-1] if p.endswith("*") else p).encode())
+        out.add((p.removesuffix("*")).encode())
     return sorted(out)
 
 
@@ -142,7 +142,7 @@ class LatencyWindow:
 
 @dataclass
 class _Ctx:
-    runner: "GroupRunner"
+    runner: GroupRunner
     node: Node
     rng: np.random.Generator
     log: logging.Logger
@@ -339,7 +339,7 @@ class GroupRunner:
             n.counters.rejected_by_reason[reason] += 1
             try:
                 n.on_rejected(topic, reason, detail)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a node's bug must not stop the process
                 n.counters.errors += 1
 
     def handle_frame(self, parts: list[bytes]) -> None:
@@ -511,7 +511,7 @@ class GroupRunner:
             try:
                 self.set_state("FAULT", error=str(exc)[:500])
                 time.sleep(0.1)
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - best effort while failing anyway
                 pass
             return 2
         hb_next = time.monotonic_ns()

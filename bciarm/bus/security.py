@@ -37,7 +37,7 @@ def generate_keys(keys_dir: str | Path, clients: tuple[str, ...] = ("node",)) ->
     for name in clients:
         if (d / "private" / f"{name}.key_secret").exists():
             continue
-        pub, sec = zmq.auth.create_certificates(str(d / "private"), name)
+        pub, _ = zmq.auth.create_certificates(str(d / "private"), name)
         shutil.copy(pub, d / "clients" / f"{name}.key")
         Path(pub).unlink()
     for f in d.rglob("*.key_secret"):

@@ -29,14 +29,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import zmq
 
 from bciarm.bus import codec
-from bciarm.bus.messages import Event, Header, Message, TaskState
+from bciarm.bus.messages import Event, Message, TaskState
 from bciarm.bus.node import Node, NodeParams
 from bciarm.bus.realtime import NS_PER_S, configure_curve, free_port
 
@@ -87,7 +88,7 @@ class Proc:
 
 
 class _ProtocolCtx:
-    def __init__(self, sup: "Supervisor") -> None:
+    def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
         self.rng = None
         self.log = logging.getLogger("bciarm.node.protocol")
@@ -364,7 +365,7 @@ class Supervisor:
         if len(parts) != 2:
             return
         try:
-            topic, msg = codec.decode(*parts)
+            _, msg = codec.decode(*parts)
         except codec.CodecError:
             return
         if isinstance(msg, TaskState):

@@ -11,8 +11,17 @@ import pytest
 from bciarm.bus.messages import EffectorState, NeuralFrame
 from bciarm.bus.realtime import STILL_M_S
 
-from .conftest import (TICK_S, Actor, counter, graph, in_closed_loop, records, run_realtime,
-                       speed, wait_for)
+from .conftest import (
+    TICK_S,
+    Actor,
+    counter,
+    graph,
+    in_closed_loop,
+    records,
+    run_realtime,
+    speed,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 BOUND_NS = round((0.100 + TICK_S) * 1e9)  # effector at zero: 100 ms + one tick

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -127,7 +126,6 @@ def test_live_node_survives_10000_malformed_frames(live_node):
     pub, pump = live_node["pub"], live_node["pump"]
     # our PUB must be connected before counting: probe with good frames until one arrives
     seq = 0
-    t = time.monotonic_ns()
 
     def received():
         hb = pump()["hb"]

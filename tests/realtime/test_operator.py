@@ -122,7 +122,7 @@ def test_ctrl_c_stops_in_order(tmp_path, runtime_dir, spawn):
         return s["groups"]["task"]["nodes"]["task"]["counters"]["sent"] > 40
     wait_for(moving, 60, "the arm moving")
     os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
     session_dir = next((tmp_path / "s").iterdir())
     metrics = json.loads((session_dir / "metrics.json").read_text())

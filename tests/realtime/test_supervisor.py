@@ -6,9 +6,9 @@ import pytest
 
 from bciarm.bus import supervisor as supmod
 from bciarm.bus.supervisor import MAX_RESTARTS, Supervisor
+from bciarm.config import load_config
 
 from .conftest import graph
-from bciarm.config import load_config
 
 
 @pytest.fixture
