@@ -70,10 +70,16 @@ def main(verbose: int) -> None:
               show_default=True, help="Folder that receives the session folder.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the metrics as one JSON object on the last line of stdout.")
+@click.option("--mode", type=click.Choice(["inline", "realtime"]), default="inline",
+              show_default=True, help="inline: one process, simulated clock, deterministic; "
+                                      "realtime: a process per node, ZeroMQ bus, wall clock.")
 def run(config: str, duration: float | None, seed: int | None, gui: bool, out: Path,
-        as_json: bool) -> None:
+        as_json: bool, mode: str = "inline") -> None:
     """Run a session from CONFIG (a YAML path or a built-in name, e.g. arm_center_out)."""
     from bciarm.session import Session
+
+    if mode == "realtime":
+        from bciarm.realtime_session import RealtimeSession as Session  # noqa: N814
 
     try:
         cfg, path = load_config(config)
@@ -145,8 +151,17 @@ def show_log(session: Path) -> None:
                + (" — TRUNCATED tail (crash?); everything above is intact" if reader.truncated else ""))
 
 
+from bciarm.commands import realtime as _rt  # noqa: E402  (real-time runtime commands)
+
+main.add_command(_rt.status)
+main.add_command(_rt.stop)
+main.add_command(_rt.estop)
+main.add_command(_rt.resume)
+main.add_command(_rt.keys)
 main.add_command(load_command("bciarm.commands.decode:decode"))
-main.add_command(load_command("bciarm.commands.bench:bench"))
+_bench = load_command("bciarm.commands.bench:bench")
+_bench.add_command(_rt.bench_bus)  # bciarm bench bus
+main.add_command(_bench)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

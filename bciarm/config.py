@@ -106,6 +106,22 @@ class RecordSpec(_Strict):
     flush_every: int = Field(256, gt=0, description="flush the log after this many records")
 
 
+class RealtimeSpec(_Strict):
+    """Settings of the real-time runtime (``bciarm run CONFIG --mode realtime``)."""
+
+    bind: str = Field("127.0.0.1", description="address the broker and control channel bind "
+                                               "(0.0.0.0 to let nodes on other hosts join)")
+    xsub_port: int = Field(0, ge=0, le=65535, description="broker port publishers connect to "
+                                                         "(0: a random free port)")
+    xpub_port: int = Field(0, ge=0, le=65535, description="broker port subscribers connect to "
+                                                         "(0: a random free port)")
+    heartbeat_s: float = Field(0.1, gt=0, le=5, description="heartbeat period; a node silent "
+                                                            "for 2.5 periods is restarted")
+    keys_dir: str | None = Field(None, description="CURVE keys (bciarm keys generate DIR)")
+    remote: list[str] = Field(default_factory=list, description="groups started by hand on "
+                                                                 "other hosts (not spawned)")
+
+
 class GraphConfig(_Strict):
     """A runnable graph and its session protocol."""
 
@@ -117,6 +133,8 @@ class GraphConfig(_Strict):
     nodes: dict[str, NodeSpec]
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     record: RecordSpec = Field(default_factory=RecordSpec)
+    security: Literal["none", "curve"] = "none"
+    realtime: RealtimeSpec = Field(default_factory=RealtimeSpec)
 
     @field_validator("axes")
     @classmethod

@@ -1,4 +1,8 @@
-"""``bciarm bench decoder [--json]``: per-step latency of the Kalman updates."""
+"""``bciarm bench decoder|bus [--json]``: benchmarks that print figures and JSON.
+
+``bench decoder`` (here) times one Kalman step; ``bench bus`` (in
+:mod:`bciarm.commands.realtime`) times the real-time bus end to end.
+"""
 
 from __future__ import annotations
 

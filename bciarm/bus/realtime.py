@@ -1,0 +1,638 @@
+"""Real-time runtime: one OS process per node or group, a ZeroMQ bus, wall clock.
+
+Each group process (``python -m bciarm.bus.realtime SPEC.json``) builds its
+nodes from the session's resolved ``config.yaml``, connects
+
+* a PUB socket to the broker's XSUB endpoint and a SUB socket to its XPUB
+  endpoint (the bus, multipart ``[topic, msgpack]``, the same codec as inline),
+* a DEALER socket to the supervisor's ROUTER (the control channel: states,
+  heartbeats, commands; JSON, never pickle),
+
+and runs a single-threaded loop: poll both sockets until the next tick is due,
+hand every frame through the same validation as the inline runtime (plus a
+per-publisher sequence check), tick the nodes that are due on
+``time.monotonic_ns``.  Sockets are created inside the process that uses them
+(the pyzmq devices pattern); the spec passed in is plain JSON.
+
+Node states: ``STARTING`` (building nodes, connecting) → ``READY`` (the
+group's own heartbeat came back through the broker: its subscriptions are in
+place) → ``RUNNING`` (the supervisor said go; ticks run) → ``STOPPING`` →
+exit.  A callback that raises is counted (``errors``) and logged; the process
+reports ``FAULT`` only if it cannot start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import zlib
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from bciarm.bus import codec
+from bciarm.bus.messages import Event, Header, Heartbeat, Message
+from bciarm.bus.node import Node
+
+log = logging.getLogger("bciarm.realtime")
+
+NS_PER_S = 1_000_000_000
+STATES = ("STARTING", "READY", "RUNNING", "STOPPING", "FAULT")
+#: Frames on the bus larger than this are rejected by the nodes (bytes); the
+#: broker drops a publisher whose message exceeds twice this (ZMQ_MAXMSGSIZE).
+MAX_BUS_FRAME = codec.MAX_FRAME_BYTES
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free right now on ``host`` (tests and the supervisor use random ports)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGKILL when the supervisor dies, so no orphan keeps a device moving."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    if os.getppid() == 1:  # parent already gone
+        os._exit(1)
+
+
+def sub_prefixes(patterns: tuple[str, ...]) -> list[bytes]:
+    """ZMQ SUB prefixes for node input patterns (``*`` → everything)."""
+    out: set[bytes] = set()
+    for p in patterns:
+        if p == "*":
+            return [b""]
+        out.add((p.removesuffix("*")).encode())
+    return sorted(out)
+
+
+def node_rng(seed: int, name: str, incarnation: int = 0) -> np.random.Generator:
+    return np.random.default_rng([int(seed), zlib.crc32(name.encode()), int(incarnation)])
+
+
+def configure_curve(sock: zmq.Socket, security: dict[str, Any] | None) -> None:
+    """Make ``sock`` a CURVE client if the spec asks for it."""
+    if not security or security.get("mode") != "curve":
+        return
+    from bciarm.bus.security import load_client_keys
+
+    pub, sec, server_pub = load_client_keys(security)
+    sock.curve_publickey = pub
+    sock.curve_secretkey = sec
+    sock.curve_serverkey = server_pub
+
+
+class SeqTracker:
+    """Per (topic, src) sequence check: duplicates and out-of-order frames are rejected.
+
+    A publisher that restarted (seq went back *and* its clock went forward)
+    is accepted and tracked afresh.
+    """
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[str, str], tuple[int, int]] = {}
+        #: messages lost on the way (gaps in a publisher's sequence), since the last read
+        self.gap = 0
+
+    def check(self, topic: str, h: Header) -> str | None:
+        key = (topic, h.src)
+        prev = self.last.get(key)
+        self.gap = 0
+        if prev is not None and h.seq <= prev[0]:
+            if h.t_ns <= prev[1]:
+                return "duplicate_seq" if h.seq == prev[0] else "out_of_order"
+            log.info("%s on %s restarted (seq %d after %d)", h.src, topic, h.seq, prev[0])
+        elif prev is not None:
+            self.gap = h.seq - prev[0] - 1
+        self.last[key] = (h.seq, h.t_ns)
+        return None
+
+
+class LatencyWindow:
+    """Rolling loop latencies (µs) for heartbeat percentiles."""
+
+    def __init__(self, n: int = 2000) -> None:
+        self.samples: deque[float] = deque(maxlen=n)
+
+    def add(self, us: float) -> None:
+        self.samples.append(us)
+
+    def percentiles(self) -> tuple[float, float]:
+        if not self.samples:
+            return 0.0, 0.0
+        a = np.fromiter(self.samples, float)
+        p50, p99 = np.percentile(a, [50, 99])
+        return float(p50), float(p99)
+
+
+@dataclass
+class _Ctx:
+    runner: GroupRunner
+    node: Node
+    rng: np.random.Generator
+    log: logging.Logger
+    session_dir: Path | None
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def publish(self, topic: str, msg: Message) -> None:
+        self.runner.publish(self.node, topic, msg)
+
+
+@dataclass
+class _Slot:
+    node: Node
+    period_ns: int = 0
+    next_ns: int = 0
+    latency: LatencyWindow = field(default_factory=LatencyWindow)
+
+
+def build_node(cfg: Any, name: str, record_flush: int | None = None,
+               classes: dict[str, Any] | None = None) -> Node:
+    """Instantiate graph node ``name`` (or the recorder) exactly as the inline session does.
+
+    ``classes`` maps a node name to ``{"cls": "module:Class", "params": {...}}`` for nodes
+    outside any graph config (the bus benchmark's).
+    """
+    from bciarm.config import node_class, node_params
+    from bciarm.record import Recorder
+
+    if classes and name in classes:
+        import importlib
+
+        mod, _, cls_name = classes[name]["cls"].partition(":")
+        cls = getattr(importlib.import_module(mod), cls_name)
+        return cls(name, **classes[name].get("params", {}))
+
+    if name == "recorder" and name not in cfg.nodes:
+        return Recorder("recorder", flush_every=record_flush or cfg.record.flush_every)
+    return node_class(cfg.nodes[name])(name, **node_params(cfg, name))
+
+
+def repair_log(path: Path) -> int:
+    """Cut a torn tail (a recorder killed mid-write) so appends stay readable.
+
+    Returns the number of bytes removed.
+    """
+    from bciarm.record import LogReader
+
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    reader = LogReader(path)
+    for _ in reader:
+        pass
+    size = path.stat().st_size
+    if reader.valid_bytes < size:
+        with path.open("r+b") as f:
+            f.truncate(reader.valid_bytes)
+        return size - reader.valid_bytes
+    return 0
+
+
+#: Measured end-effector speed below which an effector counts as stopped (m/s).
+STILL_M_S = 0.005
+
+
+def at_rest(node: Node) -> bool:
+    """True if an effector node is commanding zero and its measured speed is below
+    :data:`STILL_M_S` (or it has no status yet)."""
+    ctl = getattr(node, "controller", None)
+    last = getattr(ctl, "last", None)
+    if last is None:
+        return True
+    cmd = np.asarray(getattr(last, "command", np.zeros(1)), float)
+    v = np.asarray(getattr(last, "velocity", np.zeros(1)), float)
+    return bool(np.all(cmd == 0) and np.linalg.norm(v) < STILL_M_S)
+
+
+class GroupRunner:
+    """One process of the real-time runtime: a group of nodes on the bus.
+
+    Parameters
+    ----------
+    spec : dict
+        ``group``, ``nodes`` (names, graph order), ``config`` (path to the
+        resolved config.yaml), ``session_dir``, ``xsub``, ``xpub``,
+        ``control``, ``hb_s``, ``seed``, ``incarnation``, ``replay`` (events
+        to hand the nodes after start: the session's sticky state),
+        ``security``.
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.group = spec["group"]
+        self.hb_ns = round(float(spec.get("hb_s", 0.1)) * NS_PER_S)
+        self.state = "STARTING"
+        self.seq = SeqTracker()
+        self.rejected: Counter[str] = Counter()
+        self.slots: list[_Slot] = []
+        self.nodes: list[Node] = []
+        self._stop = False
+        self._drain_effectors = False
+        self._hb_seen = False
+        self._hb_t = 0
+        self._local: deque = deque()
+        self.bus_rx_ns = 0
+        self._in_local = False
+        self.names: set[str] = set()
+        self.local_topics = False
+        self.ctx = zmq.Context()
+
+    # ------------------------------------------------------------------ sockets
+
+    def _sockets(self) -> None:
+        sec = self.spec.get("security")
+        # Reconnect fast after a broker restart (default: 100 ms).
+        self.ctx.setsockopt(zmq.RECONNECT_IVL, 20)
+        self.ctx.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.linger = 0
+        self.pub.sndhwm = 10000
+        configure_curve(self.pub, sec)
+        self.pub.connect(self.spec["xsub"])
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.linger = 0
+        self.sub.rcvhwm = 10000
+        configure_curve(self.sub, sec)
+        prefixes: set[bytes] = set()
+        for n in self.nodes:
+            prefixes.update(sub_prefixes(tuple(n.inputs)))
+            prefixes.add(f"hb.{n.name}".encode())
+        for p in sorted(prefixes):
+            self.sub.setsockopt(zmq.SUBSCRIBE, p)
+        self.sub.connect(self.spec["xpub"])
+        self.ctl = self.ctx.socket(zmq.DEALER)
+        self.ctl.linger = 0
+        self.ctl.identity = f"{self.group}:{os.getpid()}".encode()
+        self.ctl.connect(self.spec["control"])
+        self.poller = zmq.Poller()
+        self.poller.register(self.sub, zmq.POLLIN)
+        self.poller.register(self.ctl, zmq.POLLIN)
+
+    def send_ctl(self, **msg: Any) -> None:
+        msg.setdefault("group", self.group)
+        msg.setdefault("pid", os.getpid())
+        try:
+            self.ctl.send(json.dumps(msg, default=_json_default).encode(), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def set_state(self, state: str, **extra: Any) -> None:
+        self.state = state
+        self.send_ctl(t="state", state=state, t_ns=time.monotonic_ns(), **extra)
+
+    # ------------------------------------------------------------------ bus
+
+    def publish(self, sender: Node, topic: str, msg: Message) -> None:
+        try:
+            topic_b, payload = codec.encode(topic, msg)
+        except codec.CodecError as exc:
+            self._reject(topic, exc.reason, str(exc))
+            return
+        try:
+            self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK, copy=len(payload) < 65536)
+        except zmq.Again:
+            sender.counters.dropped += 1
+        if self.local_topics and any(n is not sender and n.subscribes_to(topic)
+                                     for n in self.nodes):
+            # Nodes of one group get each other's messages in process (FIFO,
+            # after the current callback, like inline), not through the broker.
+            self._local.append((topic, msg, payload))
+            self._drain_local()
+
+    def _drain_local(self) -> None:
+        if self._in_local:
+            return
+        self._in_local = True
+        try:
+            while self._local:
+                topic, msg, payload = self._local.popleft()
+                self.deliver(topic, msg, payload, skip_src=msg.header.src)
+        finally:
+            self._in_local = False
+
+    def _reject(self, topic: str, reason: str, detail: str) -> None:
+        self.rejected[reason] += 1
+        n = self.rejected[reason]
+        if n <= 20 or n % 1000 == 0:  # a flood of bad frames must not become a flood of logs
+            log.warning("[%s] rejected frame on %r: %s (%d so far with this reason)",
+                        self.group, topic[:40], detail[:200], n)
+        hit = [n for n in self.nodes if n.subscribes_to(topic)] or self.nodes
+        for n in hit:
+            n.counters.rejected += 1
+            n.counters.rejected_by_reason[reason] += 1
+            try:
+                n.on_rejected(topic, reason, detail)
+            except Exception:  # noqa: BLE001 - a node's bug must not stop the process
+                n.counters.errors += 1
+
+    def handle_frame(self, parts: list[bytes]) -> None:
+        """Validate one multipart frame off the bus and deliver it."""
+        if len(parts) != 2:
+            topic = parts[0].decode("utf-8", "replace") if parts else ""
+            self._reject(topic, "garbage", f"frame has {len(parts)} parts, expected 2")
+            return
+        topic_b, payload = parts
+        topic_s = bytes(topic_b).decode("utf-8", "replace")
+        if len(payload) > MAX_BUS_FRAME:
+            self._reject(topic_s, "oversized", f"{len(payload)} bytes > {MAX_BUS_FRAME}")
+            return
+        try:
+            topic, msg = codec.decode(topic_b, payload)
+        except codec.CodecError as exc:
+            self._reject(topic_s, exc.reason, str(exc))
+            return
+        if topic.startswith("hb.") and msg.header.src == self.nodes[0].name and not self._hb_seen:
+            self._hb_seen = True
+        if self.local_topics and msg.header.src in self.names:
+            return  # our own group's message: already delivered in process
+        why = self.seq.check(topic, msg.header)
+        if why is not None:
+            self._reject(topic, why, f"seq {msg.header.seq} from {msg.header.src}")
+            return
+        if self.seq.gap > 0:
+            # PUB/SUB drop silently (high-water marks, a broker restart): seq gaps show it
+            for n in self.nodes:
+                if n.subscribes_to(topic):
+                    n.counters.dropped += self.seq.gap
+        self.deliver(topic, msg, payload)
+
+    def deliver(self, topic: str, msg: Message, payload: bytes | None = None,
+                skip_src: str | None = None) -> None:
+        for slot in self.slots:
+            n = slot.node
+            if n.name == skip_src or not n.subscribes_to(topic):
+                continue
+            if self._drain_effectors and topic == "intent" and _is_effector(n):
+                continue  # stopping: no new motion
+            n.counters.received += 1
+            try:
+                if n.raw_inputs:
+                    if payload is None:
+                        payload = codec.encode(topic, msg)[1]
+                    n.on_frame(topic, payload, msg)
+                else:
+                    n.on_message(topic, msg)
+            except Exception:
+                n.counters.errors += 1
+                log.exception("[%s] %s failed on %s", self.group, n.name, topic)
+
+    # ------------------------------------------------------------------ control
+
+    def handle_ctl(self, raw: bytes) -> None:
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            return
+        t = msg.get("t")
+        if t == "go" and self.state == "READY":
+            now = time.monotonic_ns()
+            for s in self.slots:
+                s.next_ns = now + s.period_ns
+            self.set_state("RUNNING")
+        elif t == "stop":
+            self._drain_effectors = bool(msg.get("drain"))
+            self._stop = True
+        elif t == "event":
+            # Safety events also travel on the control channel (they must get
+            # through with the broker down); delivered locally, not seq-checked.
+            ev = Event(Header(0, time.monotonic_ns(), "supervisor"), msg["kind"], msg.get("data", {}))
+            self.deliver("event", ev)
+        elif t == "sync":
+            self._drain_sub(max_n=100000)
+            for n in self.nodes:
+                sync = getattr(n, "sync", None)
+                if callable(sync):
+                    sync()
+            self.send_ctl(t="reply", id=msg.get("id"), ok=True)
+        elif t == "query":
+            out = {}
+            for n in self.nodes:
+                val = getattr(n, msg.get("attr", ""), None)
+                if val is not None:
+                    out[n.name] = _to_jsonable(val)
+            self.send_ctl(t="reply", id=msg.get("id"), data=out)
+
+    def heartbeat(self, now: int) -> None:
+        nodes = {}
+        for s in self.slots:
+            n = s.node
+            p50, p99 = s.latency.percentiles()
+            counters = n.counters.as_dict()
+            counters["rejected_by_reason"] = dict(n.counters.rejected_by_reason)
+            nodes[n.name] = {"state": self.state, "counters": counters,
+                             "latency_p50_us": p50, "latency_p99_us": p99}
+            try:
+                hb = Heartbeat(n.header(f"hb.{n.name}"), n.name, self.state,
+                               {k: v for k, v in n.counters.as_dict().items()}, p50, p99)
+                topic_b, payload = codec.encode(f"hb.{n.name}", hb)
+                if self.local_topics:
+                    self._local.append((f"hb.{n.name}", hb, payload))
+                self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK)
+            except (zmq.Again, codec.CodecError):
+                pass
+        self._drain_local()
+        self.send_ctl(t="hb", state=self.state, t_ns=now, nodes=nodes,
+                      rejected=dict(self.rejected), bus_rx_ns=self.bus_rx_ns)
+
+    # ------------------------------------------------------------------ loop
+
+    def _drain_sub(self, max_n: int = 1000) -> int:
+        n = 0
+        while n < max_n:
+            try:
+                parts = self.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            n += 1
+            self.handle_frame(parts)
+        if n:
+            self.bus_rx_ns = time.monotonic_ns()
+            for node in self.nodes:
+                w = getattr(node, "writer", None)
+                if w is not None and not w.closed:
+                    w.flush()  # the recorder hands every batch to the OS: kill -9 loses nothing written
+        return n
+
+    def start_nodes(self) -> None:
+        from bciarm.config import load_config
+
+        if self.spec.get("config"):
+            cfg, _ = load_config(self.spec["config"])
+            seed = cfg.seed
+        else:
+            cfg, seed = None, 0
+        session_dir = Path(self.spec["session_dir"]) if self.spec.get("session_dir") else None
+        if "recorder" in self.spec["nodes"] and session_dir is not None:
+            from bciarm.record import LOG_NAME
+
+            cut = repair_log(session_dir / LOG_NAME)
+            if cut:
+                log.warning("recorder: cut a torn tail of %d bytes before appending", cut)
+        inc = int(self.spec.get("incarnation", 0))
+        for name in self.spec["nodes"]:
+            node = build_node(cfg, name, self.spec.get("record_flush"), self.spec.get("classes"))
+            node.bind(_Ctx(self, node, node_rng(seed, name, inc),
+                           logging.getLogger(f"bciarm.node.{name}"), session_dir))
+            self.nodes.append(node)
+            period = round(node.tick_s * NS_PER_S) if node.tick_s else 0
+            self.slots.append(_Slot(node, period))
+        self.names = {n.name for n in self.nodes}
+        self.local_topics = len(self.nodes) > 1
+        self._sockets()
+        self.set_state("STARTING")
+        for node in self.nodes:
+            node.on_start()
+        for ev in self.spec.get("replay", []):
+            self.deliver("event", Event(Header(0, time.monotonic_ns(), "supervisor"),
+                                        ev["kind"], ev.get("data", {})))
+
+    def run(self) -> int:
+        try:
+            self.start_nodes()
+        except Exception as exc:
+            log.exception("[%s] failed to start", self.group)
+            try:
+                self.set_state("FAULT", error=str(exc)[:500])
+                time.sleep(0.1)
+            except Exception:  # noqa: BLE001, S110 - best effort while failing anyway
+                pass
+            return 2
+        hb_next = time.monotonic_ns()
+        deadline_stop: int | None = None
+        while True:
+            now = time.monotonic_ns()
+            if now >= hb_next:
+                self.heartbeat(now)
+                hb_next = now + self.hb_ns
+                if self.state == "STARTING":
+                    if self._hb_seen:
+                        self.set_state("READY")
+                    else:  # probe the bus often until our subscriptions are in place
+                        hb_next = now + min(self.hb_ns, 20_000_000)
+            if self._stop:
+                if deadline_stop is None:
+                    self.set_state("STOPPING")
+                    deadline_stop = now + 2 * NS_PER_S
+                if not self._drain_effectors or all(at_rest(n) for n in self.nodes) \
+                        or now > deadline_stop:
+                    break
+            due = [s.next_ns for s in self.slots if s.period_ns and self.state in ("RUNNING",
+                                                                                   "STOPPING")]
+            wake = min([hb_next, *due])
+            timeout_ms = (wake - time.monotonic_ns()) / 1e6
+            if timeout_ms >= 1.0:
+                events = dict(self.poller.poll(int(timeout_ms)))
+            else:
+                # zmq_poll counts whole milliseconds: for the last one, look once and
+                # sleep the remainder instead of spinning.
+                events = dict(self.poller.poll(0))
+                if not events and timeout_ms > 0:
+                    time.sleep(timeout_ms / 1e3)
+            if self.ctl in events:
+                while True:
+                    try:
+                        self.handle_ctl(self.ctl.recv(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+            if self.sub in events:
+                self._drain_sub()
+            if self.state in ("RUNNING", "STOPPING"):
+                now = time.monotonic_ns()
+                for s in self.slots:
+                    if s.period_ns and now >= s.next_ns:
+                        try:
+                            s.node.on_tick(now)
+                        except Exception:
+                            s.node.counters.errors += 1
+                            log.exception("[%s] %s failed in on_tick", self.group, s.node.name)
+                        s.latency.add((time.monotonic_ns() - s.next_ns) / 1e3)
+                        s.next_ns += s.period_ns
+                        if s.next_ns <= now:  # fell behind by a whole period: skip, don't burst
+                            s.next_ns = now + s.period_ns
+        for node in reversed(self.nodes):
+            try:
+                node.on_stop()
+            except Exception:
+                log.exception("[%s] %s failed in on_stop", self.group, node.name)
+        self.heartbeat(time.monotonic_ns())
+        self.send_ctl(t="state", state="STOPPED", t_ns=time.monotonic_ns())
+        time.sleep(0.05)  # let the last control message out (LINGER is 0)
+        self.ctx.destroy(linger=0)
+        return 0
+
+
+def _is_effector(node: Node) -> bool:
+    return hasattr(node, "controller")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Counter):
+        return dict(o)
+    raise TypeError(type(o).__name__)
+
+
+def _to_jsonable(val: Any) -> Any:
+    import dataclasses
+
+    if isinstance(val, list):
+        return [_to_jsonable(v) for v in val]
+    if dataclasses.is_dataclass(val):
+        return {k: _to_jsonable(v) for k, v in dataclasses.asdict(val).items()}
+    if isinstance(val, np.ndarray):
+        return val.tolist()
+    if isinstance(val, (np.floating, np.integer)):
+        return val.item()
+    return val
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m bciarm.bus.realtime SPEC.json | --standby", file=sys.stderr)
+        return 2
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor orders the shutdown
+    if argv[0] == "--standby":
+        # A warm spare: imports done, waiting for the spec path of a process to replace.
+        # Restarts then cost a connect, not an interpreter start.
+        for mod in ("bciarm.config", "bciarm.record", "bciarm.decoders.node",
+                    "bciarm.effectors.arm", "bciarm.sources.simulated", "bciarm.tasks.center_out"):
+            try:
+                __import__(mod)
+            except ImportError:  # pragma: no cover
+                pass
+        line = sys.stdin.readline().strip()
+        if not line:
+            return 0
+        argv = [line]
+    spec = json.loads(Path(argv[0]).read_text())
+    logging.basicConfig(level=spec.get("log_level", logging.WARNING),
+                        format=f"%(levelname)s [{spec['group']}] %(name)s: %(message)s")
+    runner = GroupRunner(spec)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(runner, "_stop", True))
+    return runner.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,628 @@
+"""Supervisor of the real-time runtime: broker, node processes, control, faults.
+
+The supervisor (the ``bciarm run --mode realtime`` process)
+
+* runs the broker (:mod:`bciarm.bus.broker`) as a child on fixed endpoints,
+* starts one process per node, or per ``group`` of the graph YAML, plus the
+  recorder (:mod:`bciarm.bus.realtime`), each from a JSON spec file,
+* owns the control channel (ROUTER; node processes connect a DEALER) over
+  which nodes report their state and heartbeat, and the operator channel (REP)
+  that ``bciarm status | stop | estop | resume`` talk to,
+* detects a dead process at once (``waitpid``) and a hung one after three
+  missed heartbeats, kills it (SIGKILL) and starts it again with the same
+  parameters, replaying the session's sticky events (current block, last
+  ``decoder_update`` — so a decoder reloads its last saved file — and the
+  e-stop latch).  A dead broker is restarted on the same endpoints; the nodes'
+  sockets reconnect by themselves.  Every fault and restart is published as an
+  ``event`` of kind ``fault`` (``data.action``: ``detected`` / ``restarted``),
+  so it lands in the recording.
+
+Everything the supervisor publishes on the bus comes from the ``protocol``
+node, as in the inline session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from bciarm.bus import codec
+from bciarm.bus.messages import Event, Message, TaskState
+from bciarm.bus.node import Node, NodeParams
+from bciarm.bus.realtime import NS_PER_S, configure_curve, free_port
+
+log = logging.getLogger("bciarm.supervisor")
+
+#: A process silent this many heartbeat periods is hung.  Below 3, so that with delivery and
+#: our own polling a hang is detected within 3 periods of the process's last heartbeat.
+HUNG_PERIODS = 2.5
+#: More restarts of one process than this within the window: a crash loop.  The supervisor
+#: gives up on it, e-stops every effector and ends the session in order.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+
+#: Event kinds that describe the session's current state; a restarted node gets them again.
+STICKY = ("block_start", "block_end", "decoder_update")
+
+
+def runtime_dir() -> Path:
+    """Where ``current.json`` (the running session) lives: ``$BCIARM_RUNTIME_DIR`` or
+    ``/tmp/bciarm-<uid>``."""
+    env = os.environ.get("BCIARM_RUNTIME_DIR")
+    return Path(env) if env else Path(f"/tmp/bciarm-{os.getuid()}")
+
+
+class SessionStopped(Exception):
+    """An operator (``bciarm stop``, Ctrl-C) asked the session to end."""
+
+
+@dataclass
+class Proc:
+    group: str
+    nodes: list[str]
+    kind: str  # "effector" | "recorder" | "other" | "broker"
+    popen: subprocess.Popen | None = None
+    state: str = "STARTING"
+    ident: bytes | None = None
+    last_hb_ns: int = 0
+    spawned_ns: int = 0
+    incarnation: int = 0
+    restarts: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    stopping: bool = False
+    remote: bool = False
+    fault_ns: int = 0
+    bus_rx_ns: int = 0
+    restart_ns: list[int] = field(default_factory=list)
+
+
+class _ProtocolCtx:
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self.rng = None
+        self.log = logging.getLogger("bciarm.node.protocol")
+        self.session_dir = sup.session_dir
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def publish(self, topic: str, msg: Message) -> None:
+        self.sup._bus_publish(topic, msg)
+
+
+class ProtocolVoice(Node):
+    Params = NodeParams
+    outputs = ("event",)
+
+
+class Supervisor:
+    """Start, watch and stop the processes of one real-time session.
+
+    Parameters
+    ----------
+    config : GraphConfig
+    session_dir : Path
+        Holds ``config.yaml`` (the resolved config every process loads),
+        the process specs, logs and ``runtime.json``.
+    """
+
+    def __init__(self, config: Any, session_dir: Path, *, log_level: int = logging.WARNING,
+                 startup_timeout_s: float = 60.0) -> None:
+        self.cfg = config
+        self.session_dir = Path(session_dir)
+        self.rt = config.realtime
+        self.hb_ns = round(self.rt.heartbeat_s * NS_PER_S)
+        self.log_level = log_level
+        self.startup_timeout_ns = round(startup_timeout_s * NS_PER_S)
+        bind = self.rt.bind
+        host = "127.0.0.1" if bind in ("0.0.0.0", "*") else bind
+        self.endpoints = {
+            "xsub_bind": f"tcp://{bind}:{self.rt.xsub_port or free_port(host)}",
+            "xpub_bind": f"tcp://{bind}:{self.rt.xpub_port or free_port(host)}",
+            "control_bind": f"tcp://{bind}:{free_port(host)}",
+            "operator": f"tcp://127.0.0.1:{free_port()}",
+        }
+        for k in ("xsub", "xpub", "control"):
+            self.endpoints[k] = self.endpoints[f"{k}_bind"].replace("0.0.0.0", host).replace("*", host)
+        from bciarm.bus.security import security_spec
+
+        self.security = security_spec(config.security, self.rt.keys_dir)
+        self.procs: dict[str, Proc] = {}
+        groups: dict[str, list[str]] = {}
+        for name, spec in config.nodes.items():
+            groups.setdefault(spec.group or name, []).append(name)
+        if config.record.enabled:
+            groups["recorder"] = ["recorder"] + groups.get("recorder", [])
+        for g, names in groups.items():
+            kinds = {config.nodes[n].kind for n in names if n in config.nodes}
+            kind = "effector" if "effector" in kinds else ("recorder" if g == "recorder" else "other")
+            self.procs[g] = Proc(g, names, kind, remote=g in self.rt.remote)
+        self.broker = Proc("broker", [], "broker")
+        self.sticky: dict[str, dict[str, Any]] = {}
+        self.estopped = False
+        self.stop_requested = False
+        self.events: list[dict[str, Any]] = []  # faults and restarts, for the report
+        self.task_msgs: list[TaskState] = []
+        self._pending_events: list[tuple[str, dict[str, Any]]] = []
+        self._bus_seen_after_broker = True
+        self._hello_back = False
+        self._broker_down_ns = 0
+        self._last_probe_ns = 0
+        self._req = 0
+        self._replies: dict[int, dict[str, Any]] = {}
+        self.voice = ProtocolVoice("protocol")
+        self.ctx = zmq.Context()
+        self.started = False
+        self._last_check_ns = 0
+        self.spare: subprocess.Popen | None = None
+
+    # ------------------------------------------------------------------ processes
+
+    def _spec_path(self, name: str) -> Path:
+        d = self.session_dir / "runtime"
+        d.mkdir(exist_ok=True)
+        return d / f"{name}.json"
+
+    def _popen(self, name: str, module: str, spec: dict[str, Any] | None) -> subprocess.Popen:
+        if spec is None:
+            arg, stdin, logname = "--standby", subprocess.PIPE, "spare"
+        else:
+            path = self._spec_path(name)
+            path.write_text(json.dumps(spec, indent=1))
+            arg, stdin, logname = str(path), subprocess.DEVNULL, name
+        logf = (self.session_dir / "runtime" / f"{logname}.log").open("ab")
+        # One BLAS thread per process: on a small machine, node processes must not
+        # fight each other (and the control loops) for every core.
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+                   OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        return subprocess.Popen([sys.executable, "-m", module, arg], stdout=logf,
+                                stderr=subprocess.STDOUT, stdin=stdin, env=env,
+                                start_new_session=True)
+
+    def _spawn_spare(self) -> None:
+        self._spec_path("spare")
+        self.spare = self._popen("spare", "bciarm.bus.realtime", None)
+
+    def spawn_broker(self) -> None:
+        spec = {"xsub": self.endpoints["xsub_bind"], "xpub": self.endpoints["xpub_bind"],
+                "security": self.security}
+        self.broker.popen = self._popen("broker", "bciarm.bus.broker", spec)
+        self.broker.spawned_ns = time.monotonic_ns()
+        self.broker.state = "RUNNING"
+
+    def group_spec(self, p: Proc) -> dict[str, Any]:
+        replay = [{"kind": k, "data": d} for k, d in self.sticky.items()
+                  if k != "decoder_update" or d.get("node") in p.nodes]
+        if self.estopped:
+            replay.append({"kind": "estop", "data": {"reason": "latched before restart"}})
+        return {"group": p.group, "nodes": p.nodes, "config": str(self.session_dir / "config.yaml"),
+                "session_dir": str(self.session_dir), "xsub": self.endpoints["xsub"],
+                "xpub": self.endpoints["xpub"], "control": self.endpoints["control"],
+                "hb_s": self.rt.heartbeat_s, "incarnation": p.incarnation, "replay": replay,
+                "security": self.security, "log_level": self.log_level,
+                "record_flush": self.cfg.record.flush_every}
+
+    def spawn(self, p: Proc) -> None:
+        spec = self.group_spec(p)
+        self._spec_path(p.group).write_text(json.dumps(spec, indent=1))
+        if p.remote:
+            p.state = "STARTING"
+            return  # started by hand on another host with this spec
+        spare = self.spare
+        if spare is not None and spare.poll() is None and self.started:
+            try:
+                assert spare.stdin is not None
+                spare.stdin.write(f"{self._spec_path(p.group)}\n".encode())
+                spare.stdin.flush()
+                p.popen = spare
+                self._spawn_spare()
+            except OSError:
+                spare = None
+        else:
+            spare = None
+        if spare is None:
+            p.popen = self._popen(p.group, "bciarm.bus.realtime", spec)
+        p.state = "STARTING"
+        p.ident = None
+        p.spawned_ns = time.monotonic_ns()
+        p.last_hb_ns = 0
+
+    # ------------------------------------------------------------------ sockets
+
+    def _sockets(self) -> None:
+        c = self.ctx
+        c.setsockopt(zmq.RECONNECT_IVL, 20)
+        c.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+        self.ctl = c.socket(zmq.ROUTER)
+        self.ctl.linger = 0
+        self.ctl.bind(self.endpoints["control_bind"])
+        self.op = c.socket(zmq.REP)
+        self.op.linger = 0
+        self.op.bind(self.endpoints["operator"])
+        self.pub = c.socket(zmq.PUB)
+        self.pub.linger = 0
+        configure_curve(self.pub, self.security)
+        self.pub.connect(self.endpoints["xsub"])
+        self.sub = c.socket(zmq.SUB)
+        self.sub.linger = 0
+        configure_curve(self.sub, self.security)
+        for t in (b"task", b"event"):
+            self.sub.setsockopt(zmq.SUBSCRIBE, t)
+        self.sub.connect(self.endpoints["xpub"])
+        self.poller = zmq.Poller()
+        for s in (self.ctl, self.op, self.sub):
+            self.poller.register(s, zmq.POLLIN)
+
+    def _bus_publish(self, topic: str, msg: Message) -> None:
+        topic_b, payload = codec.encode(topic, msg)
+        self.pub.send_multipart([topic_b, payload])
+
+    def announce(self, kind: str, **data: Any) -> None:
+        """Publish a protocol event (and remember it if it is sticky)."""
+        if kind in STICKY:
+            if kind in ("block_start", "block_end"):
+                self.sticky.pop("block_start", None)
+                self.sticky.pop("block_end", None)
+            self.sticky[kind] = data
+        self.voice.emit("event", Event, kind=kind, data=data)
+
+    def fault_event(self, **data: Any) -> None:
+        data = {**data, "t_ns": time.monotonic_ns()}
+        self.events.append(data)
+        log.warning("fault: %s", data)
+        if self._bus_seen_after_broker:
+            self.announce("fault", **data)
+        else:
+            self._pending_events.append(("fault", data))
+
+    def send_ctl(self, p: Proc, **msg: Any) -> bool:
+        if p.ident is None:
+            return False
+        try:
+            self.ctl.send_multipart([p.ident, json.dumps(msg).encode()], zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError:
+            return False
+
+    def request(self, p: Proc, timeout_s: float = 5.0, **msg: Any) -> dict[str, Any] | None:
+        """Send a control request to a group and wait for its reply (serving meanwhile)."""
+        self._req += 1
+        rid = self._req
+        if not self.send_ctl(p, id=rid, **msg):
+            return None
+        self.service_until(lambda: rid in self._replies, timeout_s, allow_stop=True)
+        return self._replies.pop(rid, None)
+
+    # ------------------------------------------------------------------ service loop
+
+    def _on_ctl(self, ident: bytes, raw: bytes) -> None:
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            return
+        p = self.procs.get(msg.get("group", ""))
+        if p is None:
+            return
+        pid = msg.get("pid")
+        if p.popen is not None and not p.remote and pid != p.popen.pid:
+            return  # a message from a previous incarnation
+        p.ident = ident
+        now = time.monotonic_ns()
+        t = msg.get("t")
+        if t == "state":
+            old, p.state = p.state, msg["state"]
+            p.last_hb_ns = now
+            if p.state == "READY" and self.started and not p.stopping:
+                self.send_ctl(p, t="go")
+                for kind in ("estop",) if self.estopped else ():
+                    self.send_ctl(p, t="event", kind=kind, data={})
+            if p.state == "RUNNING" and p.fault_ns:
+                down_ms = (now - p.fault_ns) / 1e6
+                self.fault_event(node=p.group, action="restarted", pid=pid, down_ms=down_ms,
+                                 incarnation=p.incarnation)
+                p.fault_ns = 0
+            if p.state == "FAULT":
+                log.error("%s failed to start: %s", p.group, msg.get("error"))
+            log.info("%s: %s -> %s", p.group, old, p.state)
+        elif t == "hb":
+            p.last_hb_ns = now
+            p.info = msg.get("nodes", {})
+            p.bus_rx_ns = int(msg.get("bus_rx_ns", 0))
+            p.rejected = msg.get("rejected", {})
+        elif t == "reply":
+            self._replies[msg.get("id")] = msg
+
+    def _on_operator(self, raw: bytes) -> dict[str, Any]:
+        try:
+            cmd = json.loads(raw).get("cmd")
+        except (ValueError, AttributeError):
+            return {"ok": False, "error": "bad request"}
+        if cmd == "status":
+            return {"ok": True, **self.status()}
+        if cmd == "estop":
+            self.estop("operator")
+            return {"ok": True, "estopped": True}
+        if cmd == "resume":
+            self.resume("operator")
+            return {"ok": True, "estopped": False}
+        if cmd == "stop":
+            self.stop_requested = True
+            return {"ok": True, "stopping": True}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def _on_bus(self, parts: list[bytes]) -> None:
+        if len(parts) != 2:
+            return
+        try:
+            _, msg = codec.decode(*parts)
+        except codec.CodecError:
+            return
+        if isinstance(msg, TaskState):
+            self.task_msgs.append(msg)
+        elif (isinstance(msg, Event) and msg.kind == "hello" and msg.header.src == "protocol"
+              and msg.header.t_ns >= self._broker_down_ns):
+            self._hello_back = True
+
+    def _bus_recovery(self) -> None:
+        """After a broker restart: probe until our own events come back through the new
+        broker and the recorder receives bus traffic again; then publish the queued fault
+        events (so they are recorded) and the broker's ``restarted`` event."""
+        now = time.monotonic_ns()
+        rec = self.procs.get("recorder")
+        rec_ok = rec is None or rec.bus_rx_ns > self._broker_down_ns
+        if self._hello_back and rec_ok:
+            self._bus_seen_after_broker = True
+            for kind, data in self._pending_events:
+                self.announce(kind, **data)
+            self._pending_events.clear()
+            self.fault_event(node="broker", action="restarted", pid=self.broker.popen.pid,
+                             down_ms=(now - self._broker_down_ns) / 1e6)
+        elif now - self._last_probe_ns > 20_000_000:
+            self._last_probe_ns = now
+            self.voice.emit("event", Event, kind="hello", data={})
+
+    def check_processes(self) -> None:
+        now = time.monotonic_ns()
+        gap = now - self._last_check_ns if self._last_check_ns else 0
+        self._last_check_ns = now
+        if gap > self.hb_ns:
+            # We were busy ourselves: heartbeats may sit unread; don't blame the nodes.
+            for p in self.procs.values():
+                p.last_hb_ns = max(p.last_hb_ns, now - self.hb_ns)
+        b = self.broker
+        if b.popen is not None and b.popen.poll() is not None and not b.stopping:
+            rc = b.popen.returncode
+            self._bus_seen_after_broker = False
+            self._hello_back = False
+            self._broker_down_ns = now
+            self.fault_event(node="broker", action="detected", reason=f"exited ({rc})")
+            b.restarts += 1
+            self.spawn_broker()
+        for p in self.procs.values():
+            if p.stopping or p.remote:
+                continue
+            reason = None
+            if p.popen is not None and p.popen.poll() is not None:
+                reason = f"exited ({p.popen.returncode})"
+            elif p.state in ("READY", "RUNNING") and now - p.last_hb_ns > HUNG_PERIODS * self.hb_ns:
+                reason = f"hung: no heartbeat for {(now - p.last_hb_ns) / 1e6:.0f} ms"
+            elif p.state in ("STARTING",) and now - p.spawned_ns > self.startup_timeout_ns:
+                reason = "did not start in time"
+            elif p.state == "FAULT":
+                reason = "reported FAULT"
+            if reason is None:
+                continue
+            self.restart(p, reason)
+
+    def restart(self, p: Proc, reason: str) -> None:
+        old_pid = p.popen.pid if p.popen else None
+        if p.popen is not None and p.popen.poll() is None:
+            p.popen.kill()
+            try:
+                p.popen.wait(2)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                pass
+        now = p.fault_ns = time.monotonic_ns()
+        p.state = "FAULT"
+        self.fault_event(node=p.group, action="detected", reason=reason, pid=old_pid)
+        recent = [t for t in p.restart_ns if now - t < RESTART_WINDOW_S * NS_PER_S]
+        if len(recent) >= MAX_RESTARTS:
+            # A crash loop: stop trying, stop every effector, end the session in order.
+            p.stopping = True
+            p.state = "FAILED"
+            self.fault_event(node=p.group, action="gave_up",
+                             reason=f"{len(recent)} restarts in {RESTART_WINDOW_S:.0f} s")
+            self.estop("supervisor: crash loop")
+            self.stop_requested = True
+            return
+        p.restart_ns = [*recent, now]
+        p.restarts += 1
+        p.incarnation += 1
+        self.spawn(p)
+
+    def service(self, timeout_ms: float = 5.0) -> None:
+        events = dict(self.poller.poll(timeout_ms))
+        if self.ctl in events:
+            for _ in range(1000):
+                try:
+                    ident, raw = self.ctl.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                except ValueError:
+                    continue
+                self._on_ctl(ident, raw)
+        if self.op in events:
+            try:
+                raw = self.op.recv(zmq.NOBLOCK)
+                self.op.send(json.dumps(self._on_operator(raw)).encode())
+            except zmq.Again:
+                pass
+        if self.sub in events:
+            for _ in range(1000):
+                try:
+                    self._on_bus(self.sub.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+        if self.started:
+            self.check_processes()
+            if not self._bus_seen_after_broker:
+                self._bus_recovery()
+
+    def service_until(self, cond: Callable[[], bool], timeout_s: float,
+                      allow_stop: bool = False) -> bool:
+        """Serve until ``cond()`` or the timeout; raise :class:`SessionStopped` on a stop request."""
+        end = time.monotonic() + timeout_s
+        while True:
+            if cond():
+                return True
+            if self.stop_requested and not allow_stop:
+                raise SessionStopped()
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            self.service(min(5.0, left * 1000))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Broker, processes, wait for every group READY, then go."""
+        self._sockets()
+        self.voice.bind(_ProtocolCtx(self))  # type: ignore[arg-type]
+        self.spawn_broker()
+        for p in self.procs.values():
+            self.spawn(p)
+        self._spawn_spare()
+        self.write_runtime_file("starting")
+        local = [p for p in self.procs.values() if not p.remote]
+        ok = self.service_until(lambda: all(p.state == "READY" for p in self.procs.values())
+                                or any(p.state == "FAULT" or (p.popen and p.popen.poll() is not None)
+                                       for p in local),
+                                self.startup_timeout_ns / NS_PER_S)
+        bad = [p.group for p in self.procs.values() if p.state != "READY"]
+        if not ok or bad:
+            raise RuntimeError(f"groups did not become READY: {bad} (see "
+                               f"{self.session_dir / 'runtime'}/<group>.log)")
+        # Our own PUB must be connected before the first protocol event: wait
+        # until a probe event comes back through the broker.
+        self.announce("hello")
+        seen: list[bool] = []
+        orig = self._on_bus
+
+        def probe(parts: list[bytes]) -> None:
+            if parts and parts[0] == b"event":
+                seen.append(True)
+            orig(parts)
+
+        self._on_bus = probe  # type: ignore[method-assign]
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            self.service(20)
+            if not seen:
+                self.announce("hello")
+        self._on_bus = orig  # type: ignore[method-assign]
+        self.started = True
+        for p in self.procs.values():
+            self.send_ctl(p, t="go")
+        self.service_until(lambda: all(p.state == "RUNNING" for p in self.procs.values()), 10)
+        self.write_runtime_file("running")
+
+    def estop(self, who: str = "operator") -> None:
+        """Latch every effector: over the bus (recorded) and the control channel (no broker needed)."""
+        self.estopped = True
+        self.announce("estop", reason=who)
+        for p in self.procs.values():
+            if p.kind == "effector":
+                self.send_ctl(p, t="event", kind="estop", data={"reason": who})
+
+    def resume(self, who: str = "operator") -> None:
+        self.estopped = False
+        self.announce("resume", by=who)
+        for p in self.procs.values():
+            if p.kind == "effector":
+                self.send_ctl(p, t="event", kind="resume", data={"by": who})
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ordered shutdown: effectors decelerate to zero, then the other nodes, the recorder
+        last, then the broker."""
+        stages = [[p for p in self.procs.values() if p.kind == "effector"],
+                  [p for p in self.procs.values() if p.kind == "other"],
+                  [p for p in self.procs.values() if p.kind == "recorder"]]
+        for stage in stages:
+            for p in stage:
+                p.stopping = True
+                self.send_ctl(p, t="stop", drain=p.kind == "effector")
+            end = time.monotonic() + timeout_s
+            while time.monotonic() < end and any(
+                    p.popen is not None and p.popen.poll() is None for p in stage):
+                self.service(10)
+            for p in stage:
+                if p.popen is not None and p.popen.poll() is None:
+                    log.error("%s did not stop in %.0f s: killed", p.group, timeout_s)
+                    p.popen.kill()
+                    p.popen.wait(2)
+                p.state = "STOPPED"
+        if self.spare is not None and self.spare.poll() is None:
+            self.spare.kill()
+            self.spare.wait(5)
+        self.broker.stopping = True
+        if self.broker.popen is not None and self.broker.popen.poll() is None:
+            self.broker.popen.terminate()
+            try:
+                self.broker.popen.wait(2)
+            except subprocess.TimeoutExpired:
+                self.broker.popen.kill()
+        self.write_runtime_file("ended")
+        self.ctx.destroy(linger=0)
+
+    def kill_all(self) -> None:
+        """Last resort (exceptions): SIGKILL every child still alive."""
+        for p in [*self.procs.values(), self.broker]:
+            if p.popen is not None and p.popen.poll() is None:
+                p.popen.kill()
+        if self.spare is not None and self.spare.poll() is None:
+            self.spare.kill()
+            self.spare.wait(5)
+
+    # ------------------------------------------------------------------ reporting
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic_ns()
+        groups = {}
+        for p in [self.broker, *self.procs.values()]:
+            groups[p.group] = {
+                "pid": p.popen.pid if p.popen else None, "state": p.state, "kind": p.kind,
+                "hb_age_ms": (now - p.last_hb_ns) / 1e6 if p.last_hb_ns else None,
+                "restarts": p.restarts, "nodes": p.info, "rejected": p.rejected}
+        return {"session_dir": str(self.session_dir), "estopped": self.estopped,
+                "groups": groups, "faults": self.events[-20:], "now_ns": now}
+
+    def write_runtime_file(self, state: str) -> None:
+        info = {"pid": os.getpid(), "state": state, "session_dir": str(self.session_dir),
+                "operator": self.endpoints["operator"], "endpoints": self.endpoints,
+                "config": self.cfg.name, "t": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        text = json.dumps(info, indent=2)
+        (self.session_dir / "runtime.json").write_text(text)
+        d = runtime_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        cur = d / "current.json"
+        if state == "ended":
+            try:
+                if json.loads(cur.read_text()).get("pid") == os.getpid():
+                    cur.unlink()
+            except (OSError, ValueError):
+                pass
+        else:
+            tmp = d / f".current.{os.getpid()}"
+            tmp.write_text(text)
+            tmp.replace(cur)

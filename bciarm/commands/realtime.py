@@ -1,0 +1,150 @@
+"""Operator commands for a running real-time session, keys, and the bus benchmark.
+
+``bciarm status | stop | estop | resume`` find the session through
+``runtime.json``: ``--session DIR`` reads ``DIR/runtime.json``; without it
+they read ``$BCIARM_RUNTIME_DIR/current.json`` (default
+``/tmp/bciarm-<uid>/current.json``), which the supervisor writes when it
+starts and removes when it ends.  Both name the supervisor's operator endpoint
+(REQ/REP on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def find_runtime(session: Path | None) -> dict[str, Any]:
+    from bciarm.bus.supervisor import runtime_dir
+
+    path = (session / "runtime.json") if session is not None else runtime_dir() / "current.json"
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise click.ClickException(f"no running session: {path} does not exist") from None
+    if info.get("state") == "ended":
+        raise click.ClickException(f"the session in {info.get('session_dir')} has ended")
+    return info
+
+
+def operator_request(info: dict[str, Any], cmd: str, timeout_s: float = 3.0) -> dict[str, Any]:
+    """Send one command to the supervisor; raise ClickException if it does not answer."""
+    import zmq
+
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.REQ)
+    s.linger = 0
+    s.rcvtimeo = int(timeout_s * 1000)
+    s.sndtimeo = int(timeout_s * 1000)
+    try:
+        s.connect(info["operator"])
+        s.send(json.dumps({"cmd": cmd}).encode())
+        return json.loads(s.recv())
+    except zmq.Again:
+        raise click.ClickException(
+            f"the supervisor (pid {info.get('pid')}) did not answer within {timeout_s} s") from None
+    finally:
+        ctx.destroy(linger=0)
+
+
+_session_opt = click.option("--session", type=click.Path(file_okay=False, path_type=Path),
+                            help="Session folder (default: the current session, see README).")
+_json_opt = click.option("--json", "as_json", is_flag=True, help="Print the reply as JSON.")
+
+
+def _fmt(v: Any, spec: str = ".0f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+@click.command()
+@_session_opt
+@_json_opt
+def status(session: Path | None, as_json: bool) -> None:
+    """Every process and node of the running session: pid, state, heartbeat age, counters,
+    loop-latency percentiles."""
+    reply = operator_request(find_runtime(session), "status")
+    if as_json:
+        click.echo(json.dumps(reply))
+        return
+    click.echo(f"session {reply['session_dir']}  e-stop {'LATCHED' if reply['estopped'] else 'clear'}")
+    click.echo(f"{'group':<10} {'node':<10} {'pid':>7} {'state':<9} {'hb age':>7} "
+               f"{'recv':>8} {'sent':>8} {'rej':>5} {'drop':>5} {'p50 µs':>8} {'p99 µs':>8} rst")
+    for g, p in reply["groups"].items():
+        nodes = p["nodes"] or {"": {}}
+        for name, n in nodes.items():
+            c = n.get("counters", {})
+            click.echo(f"{g:<10} {name:<10} {_fmt(p['pid'], 'd'):>7} {p['state']:<9} "
+                       f"{_fmt(p['hb_age_ms']) + ' ms' if p['hb_age_ms'] is not None else '—':>7} "
+                       f"{c.get('received', ''):>8} {c.get('sent', ''):>8} "
+                       f"{c.get('rejected', ''):>5} {c.get('dropped', ''):>5} "
+                       f"{_fmt(n.get('latency_p50_us')):>8} {_fmt(n.get('latency_p99_us')):>8} "
+                       f"{p['restarts']}")
+    for f in reply.get("faults", []):
+        click.echo(f"fault: {f}")
+
+
+@click.command()
+@_session_opt
+def stop(session: Path | None) -> None:
+    """Stop the running session in order: effectors to zero first, recording flushed last."""
+    operator_request(find_runtime(session), "stop")
+    click.echo("stopping")
+
+
+@click.command()
+@_session_opt
+def estop(session: Path | None) -> None:
+    """Latch every effector to stopped (within one control tick) until `bciarm resume`."""
+    operator_request(find_runtime(session), "estop")
+    click.echo("e-stop latched")
+
+
+@click.command()
+@_session_opt
+def resume(session: Path | None) -> None:
+    """Clear the e-stop latch (motion needs a fresh intent)."""
+    operator_request(find_runtime(session), "resume")
+    click.echo("e-stop cleared")
+
+
+@click.group()
+def keys() -> None:
+    """CURVE keys for `security: curve`."""
+
+
+@keys.command("generate")
+@click.argument("keys_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--client", "clients", multiple=True, default=("node",), show_default=True,
+              help="Client key pair(s) to create (repeatable).")
+def keys_generate(keys_dir: Path, clients: tuple[str, ...]) -> None:
+    """Write the broker's key pair and client key pairs into KEYS_DIR."""
+    from bciarm.bus.security import generate_keys
+
+    d = generate_keys(keys_dir, clients)
+    click.echo(f"keys in {d}: server.key(_secret), clients/*.key (admitted), private/*.key_secret")
+
+
+# `bciarm bench bus`: attached to the `bench` group of bciarm.commands.bench by bciarm.cli.
+@click.command("bus")
+@click.option("--seconds", type=float, default=30.0, show_default=True)
+@click.option("--rate", type=float, default=1000.0, show_default=True, help="frames per second")
+@click.option("--channels", type=int, default=1024, show_default=True)
+@click.option("--no-ezmsg", is_flag=True, help="Skip the ezmsg run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+def bench_bus(seconds: float, rate: float, channels: int, no_ezmsg: bool, as_json: bool) -> None:
+    """End-to-end latency source → decoder → effector, three processes: bciarm bus,
+    bare pyzmq (the floor) and ezmsg (extra `bench`)."""
+    from bciarm.bench.bus import run_all
+
+    figures = run_all(seconds=seconds, rate=rate, channels=channels, ezmsg=not no_ezmsg,
+                      progress=lambda s: click.echo(s, err=True))
+    if as_json:
+        click.echo(json.dumps(figures))
+    else:
+        for k, v in figures.items():
+            click.echo(f"{k:<16} {v}")
+    sys.stdout.flush()
