@@ -228,6 +228,7 @@ EVENT_KINDS = (
     "session_end",
     "collision",
     "assist",
+    "mode",
 )
 
 

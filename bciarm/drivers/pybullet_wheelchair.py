@@ -226,12 +226,19 @@ class PyBulletWheelchairDriver(Driver):
         return float(pos[0]), float(pos[1]), float(yaw)
 
     def base_velocity(self) -> tuple[float, float, float]:
-        """World ``(vx, vy, yaw rate)`` of the chair frame."""
+        """World ``(vx, vy, yaw rate)`` of the chair's ground point (under the axle).
+
+        The ground point, not the axle: a mid-wheel-drive chair rocks on its
+        drive wheels between the caster pairs, and the axle's velocity would
+        carry that pitching (``h × pitch rate``) as spurious fore-aft motion.
+        """
         import pybullet as p
 
         self._require_connected()
         lin, ang = p.getBaseVelocity(self.handles.robot, physicsClientId=self._cid)
-        return float(lin[0]), float(lin[1]), float(ang[2])
+        h = float(self.spec.robot.base_position[2])
+        # v_ground = v_axle + ω × (0, 0, -h)
+        return float(lin[0] - h * ang[1]), float(lin[1] + h * ang[0]), float(ang[2])
 
     def ranges(self) -> np.ndarray:
         """Range-sensor readings (m), one per beam, clipped to [min_range, max_range]."""
