@@ -37,6 +37,7 @@ BUILTIN: dict[str, dict[str, str]] = {
     },
     "task": {
         "center_out": "bciarm.tasks.center_out:CenterOutTask",
+        "navigation": "bciarm.tasks.navigation:NavigationTask",
     },
     "scene": {},
 }

@@ -18,7 +18,7 @@ from bciarm import registry
 from bciarm.bus.messages import Event, Intent, Message, NeuralFrame
 from bciarm.bus.node import Node, NodeParams
 from bciarm.decoders.features import transform_counts
-from bciarm.space import Axis
+from bciarm.space import Axis, intent_space
 
 
 class DecoderNode(Node):
@@ -49,11 +49,19 @@ class DecoderNode(Node):
                 raise ValueError(f"unknown decoder {name!r}; registered: {registry.names('decoder')}")
             return name
 
+        @field_validator("axes")
+        @classmethod
+        def _space(cls, axes: list[str]) -> list[str]:
+            intent_space(axes)
+            return axes
+
     inputs = ("neural", "event")
     outputs = ("intent",)
 
     def __init__(self, name: str = "decoder", **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
+        # Intents speak the space of the task axes: "cartesian" or "drive".
+        self._space = intent_space(self.params.axes)
         self.decoder: Any = None
         self.closed_loop = False
         self.wrong_size = 0
@@ -113,4 +121,5 @@ class DecoderNode(Node):
             return  # keep the filter warm, but the task drives in open loop
         k = len(self.params.axes)
         self.emit("intent", Intent, derived_from=msg.header,
-                  velocity=np.ascontiguousarray(state[-k:], dtype=np.float64))
+                  velocity=np.ascontiguousarray(state[-k:], dtype=np.float64),
+                  space=self._space)

@@ -210,21 +210,31 @@ class SharedControl:
                     guards.append("centring")
             w = max(-w_max, min(w_max, w))
 
-        # Collision guard: bisection on a common scale of (v, w).
-        s = 1.0
-        if self._swept_collides(pts, d_now, v, w, stop_dist(abs(v)), stop_angle(abs(w))):
-            lo, hi = 0.0, 1.0
-            for _ in range(7):
-                mid = 0.5 * (lo + hi)
-                if self._swept_collides(pts, d_now, mid * v, mid * w, stop_dist(abs(mid * v)),
-                                        stop_angle(abs(mid * w))):
-                    hi = mid
-                else:
-                    lo = mid
-            s = lo
-            guards.append("obstacle")
-            if s == 0.0 and w != 0.0 and not self._swept_collides(
-                    pts, d_now, 0.0, w, 0.0, stop_angle(abs(w))):
-                # Straight ahead is blocked but turning on the spot is free.
-                return AssistOutput(0.0, w, tuple(guards), clearance)
-        return AssistOutput(s * v, s * w, tuple(guards), clearance)
+        # Collision guard: bisection on a common scale of (v, w); if no part of
+        # the commanded arc is free, fall back to rolling straight (leaving a
+        # doorway before turning), then to turning on the spot.
+        if not self._swept_collides(pts, d_now, v, w, stop_dist(abs(v)), stop_angle(abs(w))):
+            return AssistOutput(v, w, tuple(guards), clearance)
+        guards.append("obstacle")
+        for cv, cw in ((v, w), (v, 0.0), (0.0, w)):
+            if cv == 0.0 and cw == 0.0:
+                continue
+            s = self._largest_scale(pts, d_now, cv, cw, stop_dist, stop_angle)
+            if s > 0.0:
+                return AssistOutput(s * cv, s * cw, tuple(guards), clearance)
+        return AssistOutput(0.0, 0.0, tuple(guards), clearance)
+
+    def _largest_scale(self, pts: np.ndarray, d_now: np.ndarray, v: float, w: float,
+                       stop_dist, stop_angle) -> float:
+        """Largest s in [0, 1] (bisection, 1/128 resolution) whose arc is free."""
+        if not self._swept_collides(pts, d_now, v, w, stop_dist(abs(v)), stop_angle(abs(w))):
+            return 1.0
+        lo, hi = 0.0, 1.0
+        for _ in range(7):
+            mid = 0.5 * (lo + hi)
+            if self._swept_collides(pts, d_now, mid * v, mid * w, stop_dist(abs(mid * v)),
+                                    stop_angle(abs(mid * w))):
+                hi = mid
+            else:
+                lo = mid
+        return lo

@@ -69,9 +69,10 @@ class JerkLimiter:
         """Force ``v`` into ``[lo, hi]`` (emergency braking by a guard).  True if it acted."""
         if lo <= self.v <= hi:
             return False
-        v = min(max(self.v, lo), hi)
-        self.a = (v - self.v) / dt if dt > 0 else 0.0
-        self.v = float(v)
+        # The acceleration restarts from zero: the braking step itself is
+        # the guard's (an emergency); the profile resumes from here.
+        self.v = float(min(max(self.v, lo), hi))
+        self.a = 0.0
         return True
 
     def reset(self) -> None:
