@@ -34,6 +34,7 @@ BUILTIN: dict[str, dict[str, str]] = {
     "driver": {
         "pybullet_arm": "bciarm.drivers.pybullet_arm:PyBulletArmDriver",
         "pybullet_wheelchair": "bciarm.drivers.pybullet_wheelchair:PyBulletWheelchairDriver",
+        "canopen402": "bciarm.drivers.canopen402:CanOpen402Driver",
     },
     "task": {
         "center_out": "bciarm.tasks.center_out:CenterOutTask",
