@@ -252,7 +252,7 @@ class CanOpen402Driver(Driver):
                     node.sdo[ds.PROFILE_DECEL].raw = int(self.accel * cpr)
                     node.sdo[ds.QUICK_STOP_DECEL].raw = int(self.quick_stop_decel * cpr)
                     node.sdo[ds.PRODUCER_HEARTBEAT].raw = self.heartbeat_ms
-                except canopen.SdoError as exc:
+                except (canopen.sdo.SdoCommunicationError, canopen.sdo.SdoAbortedError) as exc:
                     raise DriverError(
                         f"CANopen drive {i} on {self.interface}:{self.channel} did not answer "
                         f"its configuration by SDO ({exc}); is it powered, on the bus, with "
