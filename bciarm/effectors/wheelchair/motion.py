@@ -49,6 +49,12 @@ class JerkLimiter:
             return self.v
         speeding_up = self.v * e > 0 or (self.v == 0.0 and self.v * target >= 0)
         limit = self.accel if speeding_up else self.decel
+        if self.v * target < 0:
+            # Through zero to the other side: arrive at v = 0 with no more than
+            # ``accel`` (jerk-limited, the acceleration cannot drop at once).
+            limit = min(limit, math.sqrt(self.accel ** 2 + 2.0 * self.jerk * abs(self.v))
+                        - self.jerk * dt)
+            limit = max(limit, self.accel)
         # Largest |a| from which the jerk limit still lets a reach 0 on arrival
         # (discrete: the wind-down itself moves v by a*dt/2 per tick less).
         reach = math.sqrt(2.0 * self.jerk * abs(e)) - 0.5 * self.jerk * dt
