@@ -163,7 +163,7 @@ class PyBulletWheelchairDriver(Driver):
                     p.changeDynamics(robot, link, lateralFriction=0.0, rollingFriction=0.0,
                                      spinningFriction=0.0, physicsClientId=cid)
             if self.start is not None:
-                self.teleport(*self.start)
+                self._place(*self.start)
             if self.gui:
                 p.configureDebugVisualizer(p.COV_ENABLE_GUI, 0, physicsClientId=cid)
                 p.resetDebugVisualizerCamera(9.0, 0, -75, [5, 4, 0], physicsClientId=cid)
@@ -285,9 +285,12 @@ class PyBulletWheelchairDriver(Driver):
 
     def teleport(self, x: float, y: float, yaw: float) -> None:
         """Put the chair at rest at ``(x, y, yaw)`` (simulation set-up and tests)."""
+        self._require_connected()
+        self._place(x, y, yaw)
+
+    def _place(self, x: float, y: float, yaw: float) -> None:
         import pybullet as p
 
-        self._require_connected()
         h = self.handles
         z = float(self.spec.robot.base_position[2])
         p.resetBasePositionAndOrientation(h.robot, [x, y, z],
