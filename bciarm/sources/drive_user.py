@@ -11,7 +11,10 @@ fractions of the chair's speed profile (each in [-1, 1])::
 
 so they turn toward the target while rolling slowly, turn on the spot when
 it is far off to the side, and roll on at their preferred fraction of top
-speed when it is ahead.  Motor noise as for the reaching user: Gaussian,
+speed when it is ahead.  A user who sees the chair not moving at all for
+``stuck_s`` while they want it to (wedged in a doorway, say) pushes on:
+forward for ``unstick_s``, or backward if pushing forward did not help the
+previous time.  Motor noise as for the reaching user: Gaussian,
 ``noise_rel`` × the intent plus ``noise_abs``, per axis.
 
 The same policy without noise or delay (:func:`drive_intent`) is the
@@ -71,21 +74,46 @@ class DriveUser(SimulatedUser):
         self.turn_gain = float(turn_gain)
         self.approach_m = float(approach_m)
         self.turn_only = float(turn_only)
+        self.stuck_s = 2.0
+        self.unstick_s = 1.0
         self.intended_velocity = np.zeros(2)
+        self._anchor: tuple[float, np.ndarray] | None = None
+        self._push_until = -np.inf
+        self._push = 0.5
 
     def intend(self, t_s: float) -> np.ndarray:
         """Intended ``[forward, turn]`` at ``t_s`` (zero until something was seen)."""
         pos, tgt = self.perceived(t_s)
         if pos is None or tgt is None:
             u = np.zeros(2)
+            self._anchor = None
         else:
             u = drive_intent(pos, tgt, self.preferred_speed, self.turn_gain, self.approach_m,
                              self.turn_only)
+            u = self._unstick(t_s, pos, u)
             n = self.rng.standard_normal((2, 2))
             u = u + self.noise_rel * np.abs(u) * n[0] + self.noise_abs * n[1]
         self.intended_velocity = u
         return u.copy()
 
+    def _unstick(self, t_s: float, pose: np.ndarray, u: np.ndarray) -> np.ndarray:
+        if t_s < self._push_until:
+            return np.array([self._push, u[1]])
+        moved = (self._anchor is None
+                 or np.hypot(*(pose[:2] - self._anchor[1][:2])) > 0.05
+                 or abs(pose[2] - self._anchor[1][2]) > 0.1)
+        if moved or not np.any(np.abs(u) > 0.3):
+            self._anchor = (t_s, pose.copy())
+        elif t_s - self._anchor[0] >= self.stuck_s:
+            # Wedged: push on (alternately forward and back) for a moment.
+            self._push = -self._push if self._push_until > -np.inf else self._push
+            self._push_until = t_s + self.unstick_s
+            self._anchor = (t_s, pose.copy())
+            return np.array([self._push, u[1]])
+        return u
+
     def reset(self) -> None:
         super().reset()
         self.intended_velocity = np.zeros(2)
+        self._anchor = None
+        self._push_until = -np.inf

@@ -15,7 +15,11 @@ Assistance, scaled by the assistance level ``level`` in [0, 1] (0 = off):
 * **doorway centring** — in a narrow passage ahead (free width below
   ``passage_width``), a turn toward the middle of the gap.
 
-All three vanish in open space (nothing within ``influence`` /
+* **doorway assistance** — when a turn is blocked (the chair is in a
+  doorway and its corners would touch the jambs), a slow forward creep
+  (``creep_speed`` × level) is offered with the turn or instead of it.
+
+All of these vanish in open space (nothing within ``influence`` /
 ``slow_distance``, no narrow passage), where the user's intent keeps full
 authority.
 
@@ -53,6 +57,8 @@ class AssistConfig(BaseModel):
     lookahead: float = Field(1.0, gt=0, description="Doorway search distance ahead, m.")
     centring_gain: float = Field(2.5, ge=0, description="Centring turn rate per m offset, rad/s/m.")
     samples: int = Field(10, ge=2, le=50, description="Poses checked along the stopping arc.")
+    creep_speed: float = Field(0.15, ge=0, description="Forward creep offered when a turn is "
+                                                        "blocked (scaled by the level), m/s.")
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,13 @@ class SharedControl:
         if not self._swept_collides(pts, d_now, v, w, stop_dist(abs(v)), stop_angle(abs(w))):
             return AssistOutput(v, w, tuple(guards), clearance)
         guards.append("obstacle")
-        for cv, cw in ((v, w), (v, 0.0), (0.0, w)):
+        candidates = [(v, w), (v, 0.0), (0.0, w)]
+        if level > 0 and w != 0.0 and v >= 0.0:
+            # Doorway assistance: a turn blocked by the jambs is often freed by
+            # rolling on a little; offer a slow forward creep with the turn.
+            creep = level * cfg.creep_speed
+            candidates += [(creep, w), (creep, 0.0)]
+        for cv, cw in candidates:
             if cv == 0.0 and cw == 0.0:
                 continue
             s = self._largest_scale(pts, d_now, cv, cw, stop_dist, stop_angle)
