@@ -58,6 +58,43 @@ def drive_intent(pose: np.ndarray, target: np.ndarray, preferred: float = DEFAUL
     return np.array([forward, turn])
 
 
+class Unsticker:
+    """What a driver does when the chair is wedged: push on for a moment.
+
+    If the pose has not changed (5 cm, 0.1 rad) for ``stuck_s`` while the
+    intent asks for motion, the forward intent becomes ``push`` (0.5) for
+    ``unstick_s``, alternately forward and backward on later episodes.
+    """
+
+    def __init__(self, stuck_s: float = 2.0, unstick_s: float = 1.0, push: float = 0.5) -> None:
+        self.stuck_s, self.unstick_s, self.push = float(stuck_s), float(unstick_s), float(push)
+        self.reset()
+
+    def reset(self) -> None:
+        self._anchor: tuple[float, np.ndarray] | None = None
+        self._push_until = -np.inf
+        self._push = self.push
+        self.episodes = 0
+
+    def adjust(self, t_s: float, pose: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """The intent ``u`` at ``t_s`` given the chair's ``pose``, pushed on if wedged."""
+        if t_s < self._push_until:
+            return np.array([self._push, u[1]])
+        moved = (self._anchor is None
+                 or np.hypot(*(pose[:2] - self._anchor[1][:2])) > 0.05
+                 or abs(pose[2] - self._anchor[1][2]) > 0.1)
+        if moved or not np.any(np.abs(u) > 0.3):
+            self._anchor = (t_s, np.array(pose, dtype=float))
+        elif t_s - self._anchor[0] >= self.stuck_s:
+            if self.episodes:
+                self._push = -self._push
+            self.episodes += 1
+            self._push_until = t_s + self.unstick_s
+            self._anchor = (t_s, np.array(pose, dtype=float))
+            return np.array([self._push, u[1]])
+        return u
+
+
 class DriveUser(SimulatedUser):
     """A wheelchair user with delayed feedback and motor noise (see the module docstring).
 
@@ -74,46 +111,25 @@ class DriveUser(SimulatedUser):
         self.turn_gain = float(turn_gain)
         self.approach_m = float(approach_m)
         self.turn_only = float(turn_only)
-        self.stuck_s = 2.0
-        self.unstick_s = 1.0
+        self.unsticker = Unsticker()
         self.intended_velocity = np.zeros(2)
-        self._anchor: tuple[float, np.ndarray] | None = None
-        self._push_until = -np.inf
-        self._push = 0.5
 
     def intend(self, t_s: float) -> np.ndarray:
         """Intended ``[forward, turn]`` at ``t_s`` (zero until something was seen)."""
         pos, tgt = self.perceived(t_s)
         if pos is None or tgt is None:
             u = np.zeros(2)
-            self._anchor = None
+            self.unsticker.reset()
         else:
             u = drive_intent(pos, tgt, self.preferred_speed, self.turn_gain, self.approach_m,
                              self.turn_only)
-            u = self._unstick(t_s, pos, u)
+            u = self.unsticker.adjust(t_s, pos, u)
             n = self.rng.standard_normal((2, 2))
             u = u + self.noise_rel * np.abs(u) * n[0] + self.noise_abs * n[1]
         self.intended_velocity = u
         return u.copy()
 
-    def _unstick(self, t_s: float, pose: np.ndarray, u: np.ndarray) -> np.ndarray:
-        if t_s < self._push_until:
-            return np.array([self._push, u[1]])
-        moved = (self._anchor is None
-                 or np.hypot(*(pose[:2] - self._anchor[1][:2])) > 0.05
-                 or abs(pose[2] - self._anchor[1][2]) > 0.1)
-        if moved or not np.any(np.abs(u) > 0.3):
-            self._anchor = (t_s, pose.copy())
-        elif t_s - self._anchor[0] >= self.stuck_s:
-            # Wedged: push on (alternately forward and back) for a moment.
-            self._push = -self._push if self._push_until > -np.inf else self._push
-            self._push_until = t_s + self.unstick_s
-            self._anchor = (t_s, pose.copy())
-            return np.array([self._push, u[1]])
-        return u
-
     def reset(self) -> None:
         super().reset()
         self.intended_velocity = np.zeros(2)
-        self._anchor = None
-        self._push_until = -np.inf
+        self.unsticker.reset()

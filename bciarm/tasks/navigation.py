@@ -19,7 +19,7 @@ Route
 Modes
     ``open_loop`` (calibration): the task is the autopilot and publishes a
     noise-free drive intent (space ``"drive"``) toward that target every
-    tick.  ``closed_loop``: the decoder drives.
+    tick (the simulated user's policy, including pushing on when wedged).  ``closed_loop``: the decoder drives.
 
 Metrics
     :mod:`bciarm.tasks.nav_metrics` (goals, success rate, time, path length
@@ -35,7 +35,7 @@ from pydantic import Field
 
 from bciarm.bus.messages import EffectorState, Event, Intent, Message, TaskState
 from bciarm.bus.node import Node, NodeParams
-from bciarm.sources.drive_user import drive_intent
+from bciarm.sources.drive_user import Unsticker, drive_intent
 from bciarm.tasks.nav_metrics import NAV_METRIC_KEYS, GoalRecord, compute_nav_metrics
 from bciarm.tasks.planner import FloorPlan, lookahead_point, path_length
 
@@ -106,6 +106,7 @@ class NavigationTask(Node):
         self._route: np.ndarray | None = None
         self._route_k = 0
         self.target: np.ndarray | None = None
+        self._unsticker = Unsticker()
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -196,6 +197,7 @@ class NavigationTask(Node):
             self._publish()
             if self.mode == "open_loop":
                 u = drive_intent(self._pose, self.target, self.params.autopilot_preferred)
+                u = self._unsticker.adjust(now_ns / NS_PER_S, self._pose, u)
                 self.emit("intent", Intent, velocity=u, space="drive")
         elif self._pose is not None:
             self._publish()
