@@ -11,8 +11,9 @@ Route
     The user is assumed to know the apartment: at goal onset the task plans
     a comfortable route (:meth:`~bciarm.tasks.planner.FloorPlan.route`,
     keeping to the middle of corridors and doorways) and publishes as the
-    ``TaskState.target`` the point ``lookahead_m`` ahead along it — the
-    place the user is heading for right now (the simulated user steers at
+    ``TaskState.target`` the point ``lookahead_m`` ahead along it
+    (``narrow_lookahead_m`` in narrow places such as doorways, so the chair
+    passes them straight) — the place the user is heading for right now (the simulated user steers at
     it, :mod:`bciarm.sources.drive_user`).  ``target_radius`` is the goal
     radius.
 
@@ -56,6 +57,11 @@ class NavigationTask(Node):
         goal_radius_m: float = Field(0.35, gt=0, description="Arrival radius, m.")
         timeout_s: float = Field(90.0, gt=0, description="Time allowed per goal, s.")
         lookahead_m: float = Field(0.8, gt=0, description="Target point ahead on the route, m.")
+        narrow_lookahead_m: float = Field(
+            0.4, gt=0, description="Lookahead where the chair is in a narrow place (doorway): "
+                                   "a person keeps straight through a doorway, m.")
+        narrow_m: float = Field(0.6, gt=0, description="A place is narrow when walls or furniture "
+                                                        "are closer than this to the chair, m.")
         near_miss_m: float = Field(0.1, gt=0, description="Near-miss clearance, m.")
         autopilot_preferred: float = Field(0.8, gt=0, le=1,
                                            description="Autopilot fraction of top speed.")
@@ -249,8 +255,10 @@ class NavigationTask(Node):
 
     def _aim(self) -> None:
         assert self._pose is not None and self._route is not None
-        pt, self._route_k = lookahead_point(self._route, self._pose[:2], self._route_k,
-                                            self.params.lookahead_m)
+        p = self.params
+        i, j = self.plan.cell(self._pose[:2])
+        ahead = p.narrow_lookahead_m if self.plan.distance[i, j] < p.narrow_m else p.lookahead_m
+        pt, self._route_k = lookahead_point(self._route, self._pose[:2], self._route_k, ahead)
         self.target = pt
 
     def _update(self, now: int) -> None:

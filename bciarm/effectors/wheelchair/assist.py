@@ -16,8 +16,9 @@ Assistance, scaled by the assistance level ``level`` in [0, 1] (0 = off):
   ``passage_width``), a turn toward the middle of the gap.
 
 * **doorway assistance** — when a turn is blocked (the chair is in a
-  doorway and its corners would touch the jambs), a slow forward creep
-  (``creep_speed`` × level) is offered with the turn or instead of it.
+  doorway and its corners would touch the jambs), a slow creep
+  (``creep_speed`` × level) the way the user is going (either way when they
+  only turn) is offered with the turn, or straight on instead of it.
 
 All of these vanish in open space (nothing within ``influence`` /
 ``slow_distance``, no narrow passage), where the user's intent keeps full
@@ -223,11 +224,15 @@ class SharedControl:
             return AssistOutput(v, w, tuple(guards), clearance)
         guards.append("obstacle")
         candidates = [(v, w), (v, 0.0), (0.0, w)]
-        if level > 0 and w != 0.0 and v >= 0.0:
+        if level > 0 and w != 0.0:
             # Doorway assistance: a turn blocked by the jambs is often freed by
-            # rolling on a little; offer a slow forward creep with the turn.
+            # rolling on a little, straight out of the doorway: offer a slow
+            # creep the way the user is going (either way if they only turn).
             creep = level * cfg.creep_speed
-            candidates += [(creep, w), (creep, 0.0)]
+            ways = (1.0, -1.0) if abs(v) < 1e-9 else (math.copysign(1.0, v),)
+            for sign in ways:
+                c = sign * max(creep, abs(v))
+                candidates += [(sign * creep, w), (c, 0.0)]
         for cv, cw in candidates:
             if cv == 0.0 and cw == 0.0:
                 continue
