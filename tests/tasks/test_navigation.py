@@ -86,29 +86,6 @@ def test_drive_user_sees_through_the_feedback_delay():
     assert user.intend(0.15)[0] > 0.7
 
 
-@pytest.mark.slow
-def test_open_loop_autopilot_reaches_goals_without_collisions():
-    chair = WheelchairEffector("chair")
-    task = NavigationTask("task", goals=["living_room", "kitchen", "hall_east"])
-    h = NodeHarness(chair, task, tick_s=0.01, seed=1)
-    try:
-        h.tick(2)
-        h.send("event", h.make("event", Event, kind="block_start",
-                               data={"block": "cal", "mode": "open_loop"}))
-        for _ in range(120):
-            h.advance(1.0)
-            h.clear()
-            if len(task.trials) >= 2:
-                break
-        assert [t.outcome for t in task.trials[:2]] == ["success", "success"]
-        m = compute_nav_metrics(task.trials)
-        assert m["collisions"] == 0 and 1.0 <= m["path_length_ratio"] < 1.6
-        assert all(t.mode == "open_loop" for t in task.trials)
-    finally:
-        h.close()
-        chair.on_stop()
-
-
 def test_task_publishes_a_route_target_and_autopilot_intents():
     chair = WheelchairEffector("chair")
     task = NavigationTask("task")
