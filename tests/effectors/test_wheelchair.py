@@ -143,3 +143,20 @@ def test_node_publishes_ranges_heading_and_collision_events():
     finally:
         h.close()
         node.on_stop()
+
+
+def test_open_loop_assist_applies_only_in_open_loop_blocks():
+    node = WheelchairEffector("chair", assist={"level": 0.0}, open_loop_assist=1.0)
+    h = NodeHarness(node, tick_s=0.01)
+    try:
+        h.tick()
+        levels = []
+        for mode in ("open_loop", "closed_loop"):
+            h.send("event", h.make("event", Event, kind="block_start",
+                                   data={"block": mode, "mode": mode}))
+            h.tick()
+            levels.append(extra_value(h.sent("state.chair")[-1], "assist_level"))
+        assert levels == [1.0, 0.0]
+    finally:
+        h.close()
+        node.on_stop()

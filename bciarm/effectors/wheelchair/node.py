@@ -3,7 +3,8 @@
 Inputs: ``intent`` (space ``"drive"``: ``[forward, turn]`` fractions of the
 active profile), ``event`` (``estop`` latches, ``resume`` clears, ``assist``
 with ``data={"level": x}`` sets the assistance level, ``mode`` with
-``data={"profile": name}`` switches indoor/outdoor), ``task`` (the current
+``data={"profile": name}`` switches indoor/outdoor, ``block_start`` applies
+``open_loop_assist`` in open-loop blocks if set), ``task`` (the current
 target is shown in the scene).
 
 Outputs: ``state.<name>`` every tick (:class:`~bciarm.bus.messages.EffectorState`:
@@ -57,6 +58,10 @@ class WheelchairEffector(Node):
 
         driver: str = "pybullet_wheelchair"
         driver_params: dict[str, Any] = Field(default_factory=dict)
+        open_loop_assist: float | None = Field(
+            None, ge=0, le=1, description="Assistance level during open-loop (calibration) "
+                                          "blocks; None: assist.level throughout.  Lets a "
+                                          "comparison run calibrate like the others.")
 
     params: "WheelchairEffector.Params"
     intent_space = "drive"
@@ -133,6 +138,10 @@ class WheelchairEffector(Node):
                 self.log.warning("%s: e-stop latched (%s)", self.name, msg.header.src)
             elif msg.kind == "resume":
                 ctl.resume()
+            elif msg.kind == "block_start" and self.params.open_loop_assist is not None:
+                open_loop = msg.data.get("mode") == "open_loop"
+                ctl.set_assist(self.params.open_loop_assist if open_loop
+                               else self.params.assist.level)
             elif msg.kind == "assist":
                 level = msg.data.get("level")
                 if isinstance(level, (int, float)) and math.isfinite(level):
