@@ -370,8 +370,7 @@ class WheelchairController:
         w = self.w_axis.step(out.w, dt)
         # The profile may not stop in time for an obstacle seen late: the guard
         # then brakes harder than the comfort limits (safety over comfort).
-        if self.assist.level >= 0 and out.v * v >= 0 and abs(v) > abs(out.v) + 1e-9 and (
-                "obstacle" in out.guards):
+        if "obstacle" in out.guards and out.v * v >= 0 and abs(v) > abs(out.v) + 1e-9:
             lim = self.assist._swept_collides(pts, self.assist.footprint.distance(pts), v, w,
                                               self.stop_distance(abs(v)), self.stop_angle(abs(w)))
             if lim:
