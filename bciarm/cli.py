@@ -26,20 +26,27 @@ from bciarm.drivers.base import DriverError
 err_console = Console(stderr=True)
 
 
-def _metrics_table(metrics: dict[str, Any]) -> Table:
+#: Table columns when a task declares none: (key, header, format).
+DEFAULT_COLUMNS = (("trials", "trials", "{}"), ("success_rate", "success", "{:.1%}"))
+
+
+def _metrics_table(metrics: dict[str, Any],
+                   columns: tuple[tuple[str, str, str], ...] = ()) -> Table:
+    """The session's metrics, one row per block; columns as the task declares them."""
+    columns = tuple(columns) or DEFAULT_COLUMNS
     table = Table(title="Session performance", title_justify="left",
-                  caption="* open loop: the arm moved by itself while the user watched",
+                  caption="* open loop: the effector moved by itself while the user watched",
                   caption_justify="left")
     table.add_column("block", no_wrap=True)
-    for col in ("trials", "success", "time to target", "path eff.", "bit/s"):
-        table.add_column(col, justify="right", no_wrap=True)
+    for _, header, _ in columns:
+        table.add_column(header, justify="right", no_wrap=True)
 
     def row(name: str, m: dict[str, Any]) -> None:
-        ttt = m["mean_time_to_target_s"]
-        table.add_row(name, str(m["trials"]), f"{m['success_rate']:.1%}",
-                      "—" if ttt is None else f"{ttt:.2f} s",
-                      "—" if m["path_efficiency"] is None else f"{m['path_efficiency']:.2f}",
-                      f"{m['bitrate_bps']:.2f}")
+        cells = []
+        for key, _, fmt in columns:
+            value = m.get(key)
+            cells.append("—" if value is None else fmt.format(value))
+        table.add_row(name, *cells)
 
     row("calibration*", metrics["calibration"])
     for name, m in metrics["blocks"].items():
@@ -116,14 +123,14 @@ def run(config: str, duration: float | None, seed: int | None, gui: bool, out: P
         where = f" (partial session in {session.session_dir})" if session.session_dir else ""
         raise click.ClickException(f"{exc}{where}") from None
     m = result.metrics
-    err_console.print(_metrics_table(m))
+    err_console.print(_metrics_table(m, result.table_columns))
     err_console.print(f"realtime factor {m['realtime_factor']:.1f}× "
                       f"({m['simulated_s']:.0f} s simulated in {m['wall_s']:.1f} s)")
     err_console.print(f"session saved in [bold]{result.session_dir}[/bold]")
     if as_json:
-        keys = ("trials", "success_rate", "mean_time_to_target_s", "path_efficiency",
-                "bitrate_bps", "realtime_factor", "session_dir")
-        click.echo(json.dumps({k: m[k] for k in keys}))
+        # Each task names its own keys (center_out: trials, success_rate, ...;
+        # navigation: goals, goal_success_rate, ...), session_dir last.
+        click.echo(json.dumps({k: m[k] for k in result.json_keys}))
 
 
 @main.command("configs")

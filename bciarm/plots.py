@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 
 from bciarm.bus.messages import EffectorState, TaskState  # noqa: E402
 from bciarm.record import LOG_NAME, read_messages  # noqa: E402
-from bciarm.space import AXIS_INDEX  # noqa: E402
+from bciarm.space import AXIS_INDEX, intent_space  # noqa: E402
 
 if TYPE_CHECKING:
     from bciarm.config import GraphConfig
@@ -34,7 +34,11 @@ def plot_session_trajectories(session_dir: Path, config: "GraphConfig", blocks: 
             positions.append((msg.header.t_ns, msg.position))
         elif isinstance(msg, TaskState):
             targets[tuple(np.round(msg.target, 4))] = msg.target_radius
-    axes = [AXIS_INDEX[a] for a in config.axes][:2]
+    # A drive task (wheelchair) moves on the floor: draw x, y.
+    names = ["x", "y"] if intent_space(config.axes) == "drive" else list(config.axes)
+    axes = [AXIS_INDEX[a] for a in names][:2]
+    if len(targets) > 64:  # moving targets (a route's lookahead point): too many to draw
+        targets = {}
     t = np.array([p[0] for p in positions], dtype=np.int64) / 1e9
     xyz = np.array([p[1] for p in positions]) if positions else np.zeros((0, 3))
     fig, panels = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 4.4), squeeze=False)
@@ -43,7 +47,7 @@ def plot_session_trajectories(session_dir: Path, config: "GraphConfig", blocks: 
         if len(axes) == 1:
             ax.plot(t[sel], xyz[sel, axes[0]], lw=0.8)
             ax.set_xlabel("time (s)")
-            ax.set_ylabel(f"{config.axes[0]} (m)")
+            ax.set_ylabel(f"{names[0]} (m)")
         else:
             ax.plot(xyz[sel, axes[0]], xyz[sel, axes[1]], lw=0.7,
                     color="tab:blue" if block.mode == "closed_loop" else "tab:gray")
@@ -51,8 +55,8 @@ def plot_session_trajectories(session_dir: Path, config: "GraphConfig", blocks: 
                 ax.add_patch(plt.Circle((centre[axes[0]], centre[axes[1]]), radius,
                                         fill=False, color="tab:red", lw=1.0))
             ax.set_aspect("equal", adjustable="datalim")
-            ax.set_xlabel(f"{config.axes[0]} (m)")
-            ax.set_ylabel(f"{config.axes[1]} (m)")
+            ax.set_xlabel(f"{names[0]} (m)")
+            ax.set_ylabel(f"{names[1]} (m)")
         ax.set_title(f"{block.name} ({block.mode.replace('_', ' ')}, {block.trials} trials)",
                      fontsize=9)
     fig.suptitle(f"{config.name}, seed {config.seed}: end-effector paths", fontsize=10)

@@ -30,12 +30,16 @@ BUILTIN: dict[str, dict[str, str]] = {
     },
     "effector": {
         "arm": "bciarm.effectors.arm:ArmEffector",
+        "wheelchair": "bciarm.effectors.wheelchair.node:WheelchairEffector",
     },
     "driver": {
         "pybullet_arm": "bciarm.drivers.pybullet_arm:PyBulletArmDriver",
+        "pybullet_wheelchair": "bciarm.drivers.pybullet_wheelchair:PyBulletWheelchairDriver",
+        "canopen402": "bciarm.drivers.canopen402:CanOpen402Driver",
     },
     "task": {
         "center_out": "bciarm.tasks.center_out:CenterOutTask",
+        "navigation": "bciarm.tasks.navigation:NavigationTask",
     },
     "scene": {},
 }

@@ -71,6 +71,10 @@ class SessionResult:
     metrics: dict[str, Any]
     session_dir: Path
     blocks: list[BlockResult] = field(default_factory=list)
+    #: The keys ``--json`` prints (the task's ``json_keys`` + ``session_dir``).
+    json_keys: tuple[str, ...] = ()
+    #: Metrics table columns (the task's ``table_columns``).
+    table_columns: tuple[tuple[str, str, str], ...] = ()
 
 
 #: progress(block, trials done, planned trials or None, simulated seconds)
@@ -240,6 +244,16 @@ class Session:
         decoder_node = self._one("decoder")
         assert isinstance(decoder_node, DecoderNode)
         effector_topic = "state." + self.config.nodes_of("effector")[0]
+        # The effector says how its state maps to intent units (a wheelchair:
+        # measured forward speed and turn rate over its profile limits);
+        # otherwise the velocity along the task axes.
+        effector = self._one("effector")
+        to_intent = getattr(effector, "intent_velocity", None)
+        if to_intent is None:
+            axes = axis_indices(self.config.axes)
+
+            def to_intent(msg: EffectorState) -> np.ndarray:
+                return np.asarray(msg.velocity)[axes]
         t0, t1 = round(block.start_s * NS_PER_S), round(block.end_s * NS_PER_S)
         frames: list[NeuralFrame] = []
         state_t, state_v = [], []
@@ -249,12 +263,11 @@ class Session:
                 frames.append(msg)
             elif isinstance(msg, EffectorState):
                 state_t.append(msg.header.t_ns)
-                state_v.append(msg.velocity)
+                state_v.append(to_intent(msg))
         if not frames or not state_t:
             raise RuntimeError(f"block {block.name!r} recorded no neural frames or effector states")
-        axes = axis_indices(self.config.axes)
         st = np.asarray(state_t, dtype=np.int64)
-        sv = np.asarray(state_v)[:, axes]
+        sv = np.asarray(state_v)
         bin_s = frames[0].bin_s
         lag_ns, bin_ns = round(lag_s * NS_PER_S), round(bin_s * NS_PER_S)
         Z, X = [], []
@@ -325,7 +338,7 @@ class Session:
 
     def run(self) -> SessionResult:
         """Run the whole protocol and write the session folder."""
-        from bciarm.tasks.metrics import compute_metrics
+        from bciarm.tasks.metrics import METRIC_KEYS
 
         cfg = self.config
         self.session_dir = make_session_dir(self.out_dir, cfg.name, cfg.seed).resolve()
@@ -366,27 +379,29 @@ class Session:
         wall_s = time.perf_counter() - wall0
         sim_s = rt.now_ns / NS_PER_S
         task = self._one("task")
-        scored = [t for t in task.trials if t.mode == "closed_loop"]
-        metrics = compute_metrics(scored)
-        metrics = {
-            "trials": metrics["trials"],
-            "success_rate": metrics["success_rate"],
-            "mean_time_to_target_s": metrics["mean_time_to_target_s"],
-            "path_efficiency": metrics["path_efficiency"],
-            "bitrate_bps": metrics["bitrate_bps"],
+        summarise = getattr(task, "compute_metrics", None)
+        if summarise is None:
+            from bciarm.tasks.metrics import compute_metrics as summarise
+        keys = tuple(getattr(task, "metric_keys", METRIC_KEYS))
+        scored = summarise([t for t in task.trials if t.mode == "closed_loop"])
+        metrics = {k: scored[k] for k in keys}
+        metrics.update({
             "realtime_factor": sim_s / wall_s if wall_s > 0 else float("inf"),
             "session_dir": str(self.session_dir),
             "simulated_s": sim_s,
             "wall_s": wall_s,
             "seed": cfg.seed,
             "config": cfg.name,
-            "calibration": compute_metrics([t for t in task.trials if t.block == "calibration"]),
-            "blocks": {b.name: compute_metrics([t for t in task.trials if t.block == b.name])
+            "closed_loop": scored,
+            "calibration": summarise([t for t in task.trials if t.block == "calibration"]),
+            "blocks": {b.name: summarise([t for t in task.trials if t.block == b.name])
                        for b in blocks[1:]},
             "rejected_frames": dict(rt.rejected),
-        }
+        })
+        json_keys = (*getattr(task, "json_keys", keys), "session_dir")
+        columns = tuple(getattr(task, "table_columns", ()))
         self._write_results(metrics, task.trials, blocks)
-        return SessionResult(metrics, self.session_dir, blocks)
+        return SessionResult(metrics, self.session_dir, blocks, json_keys, columns)
 
     def _write_results(self, metrics: dict[str, Any], trials: list[Any],
                        blocks: list[BlockResult]) -> None:

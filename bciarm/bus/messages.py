@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: EffectorState.extra
 
 #: Topic families and their message classes are bound in :data:`TOPIC_TYPES`
 #: (bottom of this module).  ``state.<effector>`` and ``hb.<node>`` take a
@@ -56,8 +56,13 @@ FLOAT_DTYPES = ("<f8", "<f4")
 COUNT_DTYPES = ("|u1", "<u2", "<u4", "<i4", "<f4", "<f8")
 
 
-def array_field(spec: ArraySpec) -> Any:
-    """Declare a dataclass field holding a NumPy array validated by ``spec``."""
+def array_field(spec: ArraySpec, optional: bool = False) -> Any:
+    """Declare a dataclass field holding a NumPy array validated by ``spec``.
+
+    ``optional`` fields default to an empty float64 array.
+    """
+    if optional:
+        return field(default_factory=lambda: np.zeros(0), metadata={"array": spec})
     return field(metadata={"array": spec})
 
 
@@ -140,6 +145,11 @@ class EffectorState(Message):
 
     ``guards`` names the safety guards that acted on this tick (e.g.
     ``"speed"``, ``"workspace"``, ``"watchdog"``, ``"estop"``).
+
+    ``extra`` (schema 2) carries effector-specific readings whose layout the
+    effector documents; empty for the arm.  The wheelchair puts its heading,
+    measured and commanded (v, ω), clearance and range-sensor readings there
+    (:data:`bciarm.effectors.wheelchair.state.EXTRA_LAYOUT`).
     """
 
     topic_family: ClassVar[str] = "state."
@@ -150,6 +160,8 @@ class EffectorState(Message):
     joint_velocity: np.ndarray = array_field(ArraySpec(ndim=1, dtypes=FLOAT_DTYPES, max_size=64))
     estopped: bool = False
     guards: tuple[str, ...] = ()
+    extra: np.ndarray = array_field(ArraySpec(ndim=1, dtypes=FLOAT_DTYPES, max_size=1024),
+                                    optional=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +226,9 @@ EVENT_KINDS = (
     "decoder_update",
     "fault",
     "session_end",
+    "collision",
+    "assist",
+    "mode",
 )
 
 

@@ -18,7 +18,7 @@ from bciarm import registry
 from bciarm.bus.messages import EffectorState, Event, Intent, Message, NeuralFrame
 from bciarm.bus.node import Node, NodeParams
 from bciarm.decoders.features import FeatureTransformer, transform_counts
-from bciarm.space import Axis, axis_indices
+from bciarm.space import Axis, axis_indices, intent_space
 
 
 class DecoderNode(Node):
@@ -69,14 +69,25 @@ class DecoderNode(Node):
                 raise ValueError(f"unknown decoder {name!r}; registered: {registry.names('decoder')}")
             return name
 
+        @field_validator("axes")
+        @classmethod
+        def _space(cls, axes: list[str]) -> list[str]:
+            intent_space(axes)
+            return axes
+
     inputs = ("neural", "event")
     outputs = ("intent",)
 
     def __init__(self, name: str = "decoder", **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
+        # Intents speak the space of the task axes: "cartesian" or "drive".
+        self._space = intent_space(self.params.axes)
+        self._axis_idx = axis_indices(self.params.axes) if self._space == "cartesian" else None
         if self.params.position_feedback:
+            if self._axis_idx is None:
+                raise ValueError("position_feedback needs Cartesian task axes (x, y, z), "
+                                 f"not {self.params.axes}")
             self.inputs = (*type(self).inputs, "state.*")
-        self._axis_idx = axis_indices(self.params.axes)
         self.decoder: Any = None
         self.feature_stage: FeatureTransformer | None = None
         self._features_file: str | None = None
@@ -171,4 +182,5 @@ class DecoderNode(Node):
             return  # keep the filter warm, but the task drives in open loop
         k = len(self.params.axes)
         self.emit("intent", Intent, derived_from=msg.header,
-                  velocity=np.ascontiguousarray(state[-k:], dtype=np.float64))
+                  velocity=np.ascontiguousarray(state[-k:], dtype=np.float64),
+                  space=self._space)

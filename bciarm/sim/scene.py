@@ -5,6 +5,12 @@ name, as in the URDF), the end-effector link, a home posture by joint name,
 other objects (tables, ...), gravity, the physics time step and the workspace
 box the end-effector must stay in.  See ``scenes/arm_table.yaml``.
 
+Mobile scenes (``kind: mobile``, e.g. ``scenes/apartment.yaml``) add a floor
+plan: ``walls`` (segments with door gaps), ``boxes`` (furniture), ``places``
+(named goals) and a ``range_sensor``.  All walls and furniture are built
+into one static pybullet body (a compound box shape), ``objects["layout"]``.
+For a mobile robot the workspace box is the floor area it may drive in.
+
 Asset paths may be ``pybullet_data:<relative path>`` (files shipped with
 pybullet), absolute, or relative to the scene file.
 
@@ -24,6 +30,62 @@ import yaml
 from bciarm.drivers.base import JointLimits, RobotModel
 
 PYBULLET_DATA_PREFIX = "pybullet_data:"
+
+
+SCENE_KINDS = ("arm", "mobile")
+
+
+@dataclass(frozen=True, eq=False)
+class BoxSpec:
+    """A static box (wall segment or furniture), world frame.
+
+    Attributes
+    ----------
+    name : str
+    centre : ndarray, shape (3,)
+    size : ndarray, shape (3,)
+        Full extents along x, y, z (m).
+    yaw : float
+        Rotation about z (rad).
+    rgba : tuple of float
+    """
+
+    name: str
+    centre: np.ndarray
+    size: np.ndarray
+    yaw: float = 0.0
+    rgba: tuple[float, float, float, float] = (0.8, 0.8, 0.78, 1.0)
+
+    def corners_xy(self) -> np.ndarray:
+        """Footprint corners (4, 2), counter-clockwise."""
+        hx, hy = self.size[0] / 2, self.size[1] / 2
+        c, s = np.cos(self.yaw), np.sin(self.yaw)
+        local = np.array([[-hx, -hy], [hx, -hy], [hx, hy], [-hx, hy]])
+        return local @ np.array([[c, s], [-s, c]]) + self.centre[:2]
+
+
+@dataclass(frozen=True, eq=False)
+class RangeSensorSpec:
+    """Planar ray-test range sensor on the robot base.
+
+    Attributes
+    ----------
+    beams : int
+        Number of beams, evenly spaced over 360 degrees, beam 0 straight ahead.
+    min_range, max_range : float
+        Readings are clipped to this interval (m); no hit reads ``max_range``.
+    height : float
+        Height of the beams above the floor (m).
+    """
+
+    beams: int = 32
+    min_range: float = 0.05
+    max_range: float = 4.0
+    height: float = 0.25
+
+    def angles(self) -> np.ndarray:
+        """Beam angles in the robot frame (rad), beam 0 = straight ahead, counter-clockwise."""
+        return 2.0 * np.pi * np.arange(self.beams) / self.beams
 
 
 class SceneError(ValueError):
@@ -269,6 +331,10 @@ class SceneSpec:
     workspace: WorkspaceBox
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "arm"
+    boxes: tuple[BoxSpec, ...] = ()
+    places: dict[str, np.ndarray] = field(default_factory=dict)
+    range_sensor: RangeSensorSpec | None = None
 
     # ------------------------------------------------------------------ loading
 
@@ -291,8 +357,11 @@ class SceneSpec:
         except yaml.YAMLError as exc:
             raise SceneError(f"{path}: not valid YAML: {exc}") from None
         top = _Reader(path, data)
-        top.check_keys({"name", "description", "gravity", "physics_dt", "robot", "objects",
-                        "workspace"})
+        top.check_keys({"name", "description", "kind", "gravity", "physics_dt", "robot",
+                        "objects", "workspace", "walls", "boxes", "places", "range_sensor"})
+        kind = top.string("kind", default="arm")
+        if kind not in SCENE_KINDS:
+            raise top.fail("kind", f"must be one of {list(SCENE_KINDS)}, got {kind!r}")
         robot = _read_robot(top.sub("robot"))
         objs = top.get("objects", [])
         if not isinstance(objs, list):
@@ -307,8 +376,28 @@ class SceneSpec:
         if np.any(upper <= lower):
             raise ws.fail("upper", f"must be above workspace.lower in every axis "
                                    f"(lower={lower.tolist()}, upper={upper.tolist()})")
+        boxes = _read_walls(top) + _read_boxes(top)
+        places = _read_places(top)
+        sensor = None
+        if "range_sensor" in top.data:
+            rs = top.sub("range_sensor")
+            rs.check_keys({"beams", "min_range", "max_range", "height"})
+            beams = rs.number("beams", default=32, positive=True)
+            if beams != int(beams) or not 4 <= beams <= 360:
+                raise rs.fail("beams", f"must be a whole number from 4 to 360, got {beams}")
+            sensor = RangeSensorSpec(int(beams), rs.number("min_range", default=0.05, positive=True),
+                                     rs.number("max_range", default=4.0, positive=True),
+                                     rs.number("height", default=0.25, positive=True))
+            if sensor.max_range <= sensor.min_range:
+                raise rs.fail("max_range", "must exceed min_range")
+        if kind == "mobile" and sensor is None:
+            raise top.fail("range_sensor", "a mobile scene needs a range_sensor")
         return cls(
             name=top.string("name", default=path.stem),
+            kind=kind,
+            boxes=tuple(boxes),
+            places=places,
+            range_sensor=sensor,
             path=path,
             description=str(top.get("description", "")),
             gravity=top.vector("gravity", 3, default=[0.0, 0.0, -9.81]),
@@ -353,9 +442,13 @@ class SceneSpec:
             objects[obj.name] = p.loadURDF(str(obj.urdf), obj.position.tolist(),
                                            obj.orientation.tolist(), useFixedBase=obj.fixed,
                                            globalScaling=obj.scale, physicsClientId=cid)
+        if self.boxes:
+            objects["layout"] = build_boxes(cid, self.boxes)
         r = self.robot
+        # Mobile robots roll on true cylinders (pybullet meshes them by default).
+        flags = p.URDF_USE_IMPLICIT_CYLINDER if self.kind == "mobile" else 0
         robot = p.loadURDF(str(r.urdf), r.base_position.tolist(), r.base_orientation.tolist(),
-                           useFixedBase=r.fixed_base, physicsClientId=cid)
+                           useFixedBase=r.fixed_base, flags=flags, physicsClientId=cid)
         by_name = joint_indices_by_name(cid, robot)
         indices = []
         for name in r.joints:
@@ -378,7 +471,11 @@ class SceneSpec:
             raise SceneError(f"{self.path}: key 'robot.ee_link': {exc.args[0]}") from None
 
         infos = [p.getJointInfo(robot, j, physicsClientId=cid) for j in indices]
-        limits = JointLimits(lower=[i[8] for i in infos], upper=[i[9] for i in infos],
+        # Continuous joints (wheels) have no position limit: pybullet reports
+        # lower 0, upper -1; they become (-inf, inf).
+        cont = [i[2] == p.JOINT_REVOLUTE and i[9] < i[8] for i in infos]
+        limits = JointLimits(lower=[-np.inf if c else i[8] for c, i in zip(cont, infos)],
+                             upper=[np.inf if c else i[9] for c, i in zip(cont, infos)],
                              max_velocity=[i[11] for i in infos])
         force = np.array([r.max_force.get(n, i[10]) for n, i in zip(r.joints, infos)])
         if not np.all(force > 0):
@@ -394,6 +491,101 @@ class SceneSpec:
             p.setJointMotorControl2(robot, j, p.POSITION_CONTROL, targetPosition=value,
                                     force=float(r.max_force.get(name, 20.0)), physicsClientId=cid)
         return SceneHandles(cid, robot, r.joints, tuple(indices), ee, objects, limits, force)
+
+
+def build_boxes(client_id: int, boxes: tuple[BoxSpec, ...]) -> int:
+    """Build static boxes into one fixed pybullet body (one link per box); return its id.
+
+    One body keeps contact and closest-point queries to a single call.
+    (``createVisualShapeArray`` with colours crashes pybullet 3.2.7, hence links.)
+    """
+    import pybullet as p
+
+    cid = client_id
+    cols, viss, pos, orn = [], [], [], []
+    for b in boxes:
+        half = (b.size / 2).tolist()
+        cols.append(p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid))
+        viss.append(p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=list(b.rgba),
+                                        physicsClientId=cid))
+        pos.append(b.centre.tolist())
+        orn.append(p.getQuaternionFromEuler([0.0, 0.0, b.yaw]))
+    n = len(boxes)
+    return p.createMultiBody(
+        baseMass=0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=-1,
+        linkMasses=[0.0] * n, linkCollisionShapeIndices=cols, linkVisualShapeIndices=viss,
+        linkPositions=pos, linkOrientations=orn, linkInertialFramePositions=[[0, 0, 0]] * n,
+        linkInertialFrameOrientations=[[0, 0, 0, 1]] * n, linkParentIndices=[0] * n,
+        linkJointTypes=[p.JOINT_FIXED] * n, linkJointAxis=[[0, 0, 1]] * n, physicsClientId=cid)
+
+
+def _read_walls(top: _Reader) -> list[BoxSpec]:
+    """``walls``: straight axis-aligned segments with door gaps, as boxes."""
+    walls = top.get("walls", [])
+    if not isinstance(walls, list):
+        raise top.fail("walls", "must be a list of wall segments")
+    boxes = []
+    for i, w in enumerate(walls):
+        rd = _Reader(top.path, w, f"walls[{i}]")
+        rd.check_keys({"from", "to", "thickness", "height", "doors"})
+        a, b = rd.vector("from", 2), rd.vector("to", 2)
+        thick = rd.number("thickness", default=0.1, positive=True)
+        height = rd.number("height", default=2.4, positive=True)
+        if (a[0] != b[0]) == (a[1] != b[1]):
+            raise rd.fail("to", "walls must be axis-aligned (same x or same y at both ends)")
+        axis = 0 if a[0] != b[0] else 1
+        lo, hi = sorted((a[axis], b[axis]))
+        gaps = []
+        doors = rd.get("doors", [])
+        if not isinstance(doors, list):
+            raise rd.fail("doors", "must be a list of {at, width}")
+        for j, d in enumerate(doors):
+            dr = _Reader(top.path, d, f"walls[{i}].doors[{j}]")
+            dr.check_keys({"at", "width"})
+            at, width = dr.number("at"), dr.number("width", positive=True)
+            if not (lo < at - width / 2 and at + width / 2 < hi):
+                raise dr.fail("at", f"door {at}±{width / 2} does not fit in the wall {lo}..{hi}")
+            gaps.append((at - width / 2, at + width / 2))
+        edges = [lo - thick / 2] + [e for g in sorted(gaps) for e in g] + [hi + thick / 2]
+        for k in range(0, len(edges), 2):
+            s0, s1 = edges[k], edges[k + 1]
+            if s1 - s0 < 1e-6:
+                continue
+            centre = np.array([0.0, 0.0, height / 2])
+            size = np.array([0.0, 0.0, height])
+            centre[axis] = (s0 + s1) / 2
+            centre[1 - axis] = a[1 - axis]
+            size[axis] = s1 - s0
+            size[1 - axis] = thick
+            boxes.append(BoxSpec(f"wall{i}_{k // 2}", centre, size))
+    return boxes
+
+
+def _read_boxes(top: _Reader) -> list[BoxSpec]:
+    """``boxes``: furniture, each ``{name, min: [x, y], max: [x, y], height, rgba}``."""
+    items = top.get("boxes", [])
+    if not isinstance(items, list):
+        raise top.fail("boxes", "must be a list of boxes")
+    out = []
+    for i, item in enumerate(items):
+        rd = _Reader(top.path, item, f"boxes[{i}]")
+        rd.check_keys({"name", "min", "max", "height", "rgba"})
+        lo, hi = rd.vector("min", 2), rd.vector("max", 2)
+        if np.any(hi <= lo):
+            raise rd.fail("max", f"must be above min in x and y, got {lo} .. {hi}")
+        h = rd.number("height", positive=True)
+        rgba = rd.vector("rgba", 4, default=[0.55, 0.4, 0.25, 1.0])
+        out.append(BoxSpec(rd.string("name"), np.r_[(lo + hi) / 2, h / 2], np.r_[hi - lo, h],
+                           0.0, tuple(float(v) for v in rgba)))
+    return out
+
+
+def _read_places(top: _Reader) -> dict[str, np.ndarray]:
+    places = top.get("places", {})
+    if not isinstance(places, dict):
+        raise top.fail("places", "must map place names to [x, y]")
+    rd = _Reader(top.path, places, "places")
+    return {str(k): rd.vector(k, 2) for k in places}
 
 
 def _read_robot(rd: _Reader) -> RobotSpec:

@@ -15,6 +15,8 @@ its ``seq`` and acquisition time (the end of the bin).
 from __future__ import annotations
 
 import numpy as np
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from bciarm.bus.messages import EffectorState, Header, Message, NeuralFrame, TaskState
@@ -24,7 +26,8 @@ from bciarm.sources import user as _user
 from bciarm.sources.drift import Drift, DriftSpec
 from bciarm.sources.population import CosineTunedPopulation
 from bciarm.sources.user import SimulatedUser
-from bciarm.space import axis_indices
+from bciarm.sources.drive_user import DriveUser
+from bciarm.space import DRIVE_AXES, axis_indices, intent_space
 
 NS_PER_S = 1_000_000_000
 
@@ -65,7 +68,14 @@ class SimulatedSource(Node):
         bin_s: float = Field(0.05, gt=0, le=1.0, description="Bin width, s; also the tick period.")
         tick_s: float | None = Field(
             None, description="Tick period, s; defaults to bin_s and must equal it.")
-        axes: list[str] = Field(["x", "y"], description="Task axes among x, y, z.")
+        axes: list[str] = Field(["x", "y"], description="Task axes among x, y, z, or "
+                                                        "[forward, turn] for a drive user.")
+        user: Literal["reach", "drive"] = Field(
+            "reach", description="reach: aims the effector at the target in the task axes; "
+                                 "drive: steers a wheelchair (axes [forward, turn]; see "
+                                 "bciarm.sources.drive_user).")
+        drive_preferred: float = Field(
+            0.8, gt=0, le=1, description="Drive user: preferred fraction of top speed.")
         effector: str | None = Field(
             None, description="Follow only state.<effector>; None follows any state.* topic.")
         feedback_delay_s: float = Field(
@@ -118,11 +128,14 @@ class SimulatedSource(Node):
                                  "one neural frame per bin")
             return self
 
-        @field_validator("axes")
-        @classmethod
-        def _check_axes(cls, v: list[str]) -> list[str]:
-            axis_indices(v)
-            return v
+        @model_validator(mode="after")
+        def _check_axes(self) -> "SimulatedSource.Params":
+            if self.user == "drive":
+                if intent_space(self.axes) != "drive":
+                    raise ValueError(f"a drive user needs axes {list(DRIVE_AXES)}, got {self.axes}")
+            else:
+                axis_indices(self.axes)
+            return self
 
     inputs = ("state.*", "task")
     outputs = ("neural",)
@@ -130,7 +143,8 @@ class SimulatedSource(Node):
     def __init__(self, name: str, params: NodeParams | dict | None = None, **kwargs: object):
         super().__init__(name, params, **kwargs)
         p = self.params
-        self._idx = axis_indices(p.axes)
+        self._drive = p.user == "drive"
+        self._idx = np.arange(3) if self._drive else axis_indices(p.axes)
         self.population: CosineTunedPopulation | None = None
         self.user: SimulatedUser | None = None
         self.drift: Drift | None = None
@@ -161,9 +175,13 @@ class SimulatedSource(Node):
             baseline_spread=p.baseline_spread, baseline_range_hz=p.baseline_range_hz,
             depth_hz=p.depth_hz, depth_spread=p.depth_spread,
             untuned_fraction=p.untuned_fraction, v_ref=p.v_ref)
-        self.user = SimulatedUser(
-            k, feedback_delay_s=p.feedback_delay_s, preferred_speed=p.preferred_speed,
-            gain=p.gain, noise_rel=p.noise_rel, noise_abs=p.noise_abs, rng=user_rng)
+        if self._drive:
+            self.user = DriveUser(feedback_delay_s=p.feedback_delay_s,
+                                  preferred=p.drive_preferred, rng=user_rng)
+        else:
+            self.user = SimulatedUser(
+                k, feedback_delay_s=p.feedback_delay_s, preferred_speed=p.preferred_speed,
+                gain=p.gain, noise_rel=p.noise_rel, noise_abs=p.noise_abs, rng=user_rng)
         self._spike_rng = spike_rng
         # A fourth, independent stream only when drift is on, so the default
         # session draws exactly what it drew before drift existed.
@@ -181,7 +199,13 @@ class SimulatedSource(Node):
         if isinstance(msg, EffectorState):
             if self.params.effector is not None and topic != f"state.{self.params.effector}":
                 return
-            self._position = np.asarray(msg.position, dtype=float)[self._idx]
+            if self._drive:
+                # Pose (x, y, heading): the wheelchair's extra[0] is its heading.
+                if msg.extra.size < 1:
+                    return
+                self._position = np.array([msg.position[0], msg.position[1], msg.extra[0]])
+            else:
+                self._position = np.asarray(msg.position, dtype=float)[self._idx]
         elif isinstance(msg, TaskState):
             self._target = (np.asarray(msg.target, dtype=float)[self._idx]
                             if msg.phase in TARGET_PHASES else None)

@@ -60,7 +60,7 @@ from bciarm.bus.node import Node, NodeParams
 from bciarm.sources import user as _user
 from bciarm.sources.user import aim_velocity
 from bciarm.space import axis_indices
-from bciarm.tasks.metrics import TrialRecord
+from bciarm.tasks.metrics import METRIC_KEYS, TrialRecord, compute_metrics
 
 NS_PER_S = 1_000_000_000
 PHASES = ("idle", "reach", "hold", "done")
@@ -165,6 +165,17 @@ class CenterOutTask(Node):
 
     inputs = ("state.*", "event")
     outputs = ("task", "intent")
+
+    #: Summary keys (what ``bciarm run`` prints) and ``--json`` keys.
+    metric_keys = METRIC_KEYS
+    json_keys = ("trials", "success_rate", "mean_time_to_target_s", "path_efficiency",
+                 "bitrate_bps", "realtime_factor")
+    #: Metrics table columns: (key, header, format; None shows as a dash).
+    table_columns = (("trials", "trials", "{}"), ("success_rate", "success", "{:.1%}"),
+                     ("mean_time_to_target_s", "time to target", "{:.2f} s"),
+                     ("path_efficiency", "path eff.", "{:.2f}"),
+                     ("bitrate_bps", "bit/s", "{:.2f}"))
+    compute_metrics = staticmethod(compute_metrics)
 
     def __init__(self, name: str, params: NodeParams | dict | None = None, **kwargs: object):
         super().__init__(name, params, **kwargs)

@@ -167,9 +167,12 @@ def check_driver(make_driver: Callable[[], Driver], step_s: float = 0.01,
 # --------------------------------------------------------------------------- effectors
 
 
-def _speed_bound(params: Any) -> tuple[float, float, float]:
-    max_speed = float(params.max_speed)
-    max_accel = float(params.max_accel)
+def _speed_bound(node: Any) -> tuple[float, float, float]:
+    """``max_speed``, ``max_accel``, ``watchdog_s``: the node's own figures if it
+    exposes them (e.g. a wheelchair's active profile), else its params."""
+    params = node.params
+    max_speed = float(getattr(node, "max_speed", None) or params.max_speed)
+    max_accel = float(getattr(node, "max_accel", None) or params.max_accel)
     watchdog = float(params.watchdog_s)
     return max_speed, max_accel, watchdog
 
@@ -182,6 +185,15 @@ def check_effector(make_effector: Callable[[], Any], *, speed_tol: float = 0.02,
     :class:`~bciarm.bus.messages.EffectorState` on ``state.<name>`` every
     tick, expose ``intent_dim`` and ``params.max_speed``, ``params.max_accel``,
     ``params.watchdog_s`` and ``params.tick_s``.
+
+    An effector whose physics differ from an arm's may declare (as
+    attributes) ``max_speed`` / ``max_accel`` (its active limits, overriding
+    the params), ``intent_space`` (default ``"cartesian"``),
+    ``stopping_time_s`` (time to rest from ``max_speed`` once braking,
+    default ``max_speed / max_accel``), ``estop_stop_s`` (physical stopping
+    time of its e-stop, default 5 ticks) and ``response_time_s`` (time to
+    get going on an intent, default 0.3 s).  The bounds are then checked
+    against those declared figures, no looser.
 
     Checks: it moves on a valid intent; garbage intents (10x max speed, huge
     values, wrong sizes, NaN) never push the reported speed over
@@ -205,8 +217,12 @@ def check_effector(make_effector: Callable[[], Any], *, speed_tol: float = 0.02,
     topic = f"state.{node.name}"
     assert topic in node.outputs, f"{name} does not declare output {topic!r}"
     dim = int(node.intent_dim)
-    max_speed, max_accel, watchdog = _speed_bound(node.params)
+    max_speed, max_accel, watchdog = _speed_bound(node)
     tick = float(node.params.tick_s)
+    space = str(getattr(node, "intent_space", "cartesian"))
+    stopping = float(getattr(node, "stopping_time_s", max_speed / max_accel))
+    estop_ticks = max(5, int(round(float(getattr(node, "estop_stop_s", 0.0)) / tick)))
+    respond = max(0.3, float(getattr(node, "response_time_s", 0.3)))
     h = NodeHarness(node, tick_s=tick)
     try:
         def states() -> list[EffectorState]:
@@ -216,7 +232,8 @@ def check_effector(make_effector: Callable[[], Any], *, speed_tol: float = 0.02,
             return np.array([np.linalg.norm(s.velocity) for s in states()])
 
         def intent(v: Any) -> None:
-            h.send("intent", h.make("intent", Intent, velocity=np.asarray(v, dtype="<f8")))
+            h.send("intent", h.make("intent", Intent, velocity=np.asarray(v, dtype="<f8"),
+                                    space=space))
 
         def hold(v: Any, seconds: float) -> None:
             # Re-send every tick, as a decoder would, so the watchdog stays fed.
@@ -230,7 +247,7 @@ def check_effector(make_effector: Callable[[], Any], *, speed_tol: float = 0.02,
         direction = np.zeros(dim)
         direction[0] = 1.0
         home = states()[-1].position.copy()
-        hold(0.5 * max_speed * direction, 0.3)
+        hold(0.5 * max_speed * direction, respond)
         assert speeds()[-1] > 0.1 * max_speed, (
             f"{name} did not move on a steady intent at half max speed "
             f"(speed {speeds()[-1]:.4f} m/s)")
@@ -253,7 +270,8 @@ def check_effector(make_effector: Callable[[], Any], *, speed_tol: float = 0.02,
             g = garbage[k % len(garbage)]
             intent(g)
             if k % 7 == 0:
-                h.send("intent", h.make("intent", Intent, velocity=np.full(dim, np.nan)))
+                h.send("intent", h.make("intent", Intent, velocity=np.full(dim, np.nan),
+                                        space=space))
             h.tick()
         top = float(speeds().max())
         assert top <= max_speed + speed_tol, (
@@ -261,10 +279,10 @@ def check_effector(make_effector: Callable[[], Any], *, speed_tol: float = 0.02,
             f"{max_speed} (+{speed_tol})")
 
         # Watchdog: after the last valid intent, rest within the bound.
-        hold(max_speed * homeward(), 0.5)
+        hold(max_speed * homeward(), max(0.5, respond))
         h.clear()
         settle = 0.25
-        bound = watchdog + max_speed / max_accel + settle
+        bound = watchdog + stopping + settle
         h.advance(bound + 0.5)
         s = speeds()
         t = np.arange(1, s.size + 1) * tick
@@ -273,13 +291,13 @@ def check_effector(make_effector: Callable[[], Any], *, speed_tol: float = 0.02,
         assert last_moving <= bound, (
             f"{name}: after the last intent it still moved at {s[t == last_moving][0]:.4f} m/s "
             f"{last_moving:.2f} s later; the watchdog bound is {bound:.2f} s "
-            f"(watchdog {watchdog} s + max_speed/max_accel {max_speed / max_accel:.2f} s "
+            f"(watchdog {watchdog} s + stopping time {stopping:.2f} s "
             f"+ {settle} s settling)")
         assert float(s.max()) <= max_speed + speed_tol, (
             f"{name}: speed {s.max():.4f} m/s above max_speed while stopping")
 
         # E-stop: zero at once, latched through intents and other events; only resume clears.
-        hold(0.5 * max_speed * homeward(), 0.3)
+        hold(0.5 * max_speed * homeward(), respond)
         h.clear()
         h.send("event", h.make("event", Event, kind="estop"))
         hold(max_speed * direction, 0.3)
@@ -287,7 +305,7 @@ def check_effector(make_effector: Callable[[], Any], *, speed_tol: float = 0.02,
         hold(max_speed * direction, 0.3)
         st = states()
         assert st and all(m.estopped for m in st), f"{name}: estopped not reported after an e-stop"
-        late = [m for m in st[5:] if np.linalg.norm(m.velocity) > still_speed]
+        late = [m for m in st[estop_ticks:] if np.linalg.norm(m.velocity) > still_speed]
         assert not late, (
             f"{name}: still moving at {np.linalg.norm(late[0].velocity):.4f} m/s while e-stopped")
         h.clear()
@@ -297,7 +315,7 @@ def check_effector(make_effector: Callable[[], Any], *, speed_tol: float = 0.02,
         assert st and not st[-1].estopped, f"{name}: still e-stopped after a resume event"
         assert np.linalg.norm(st[-1].velocity) <= still_speed + speed_tol, (
             f"{name}: started moving on resume without a fresh intent")
-        hold(0.5 * max_speed * homeward(), 0.3)
+        hold(0.5 * max_speed * homeward(), respond)
         assert speeds()[-1] > 0.1 * max_speed, f"{name}: does not move again after resume"
     finally:
         h.close()
