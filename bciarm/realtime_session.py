@@ -126,8 +126,6 @@ class RealtimeSession(Session):
         return out
 
     def run(self) -> SessionResult:
-        from bciarm.tasks.metrics import compute_metrics
-
         cfg = self.config
         self.session_dir = make_session_dir(self.out_dir, cfg.name, cfg.seed).resolve()
         self._write_metadata(self.session_dir)
@@ -184,29 +182,20 @@ class RealtimeSession(Session):
                 signal.signal(signal.SIGINT, old_int)
                 signal.signal(signal.SIGTERM, old_term)
         wall_s = time.perf_counter() - wall0
-        scored = [t for t in trials if t.mode == "closed_loop"]
-        m = compute_metrics(scored)
         rejected: dict[str, int] = {}
         for p in sup.procs.values():
             for k, v in p.rejected.items():
                 rejected[k] = rejected.get(k, 0) + v
-        metrics = {
-            "trials": m["trials"], "success_rate": m["success_rate"],
-            "mean_time_to_target_s": m["mean_time_to_target_s"],
-            "path_efficiency": m["path_efficiency"], "bitrate_bps": m["bitrate_bps"],
-            "realtime_factor": 1.0, "session_dir": str(self.session_dir),
-            "simulated_s": wall_s, "wall_s": wall_s, "seed": cfg.seed, "config": cfg.name,
-            "mode": "realtime", "interrupted": interrupted,
-            "calibration": compute_metrics([t for t in trials if t.block == "calibration"]),
-            "blocks": {b.name: compute_metrics([t for t in trials if t.block == b.name])
-                       for b in blocks[1:]},
-            "rejected_frames": rejected,
-            "faults": sup.events,
+        # Wall clock: simulated time is real time here.
+        result = self.summarise(trials, blocks, sim_s=wall_s, wall_s=wall_s, extra={
+            "realtime_factor": 1.0, "mode": "realtime", "interrupted": interrupted,
+            "rejected_frames": rejected, "faults": sup.events,
             "restarts": {p.group: p.restarts for p in [sup.broker, *sup.procs.values()]},
-        }
+        })
+        metrics = result.metrics
         if blocks:
             self._write_results(metrics, trials, blocks)
         else:  # stopped before the first block: no trials to plot
             (self.session_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (self.session_dir / "faults.json").write_text(json.dumps(sup.events, indent=2))
-        return SessionResult(metrics, self.session_dir, blocks)
+        return result

@@ -338,8 +338,6 @@ class Session:
 
     def run(self) -> SessionResult:
         """Run the whole protocol and write the session folder."""
-        from bciarm.tasks.metrics import METRIC_KEYS
-
         cfg = self.config
         self.session_dir = make_session_dir(self.out_dir, cfg.name, cfg.seed).resolve()
         self._write_metadata(self.session_dir)
@@ -379,11 +377,29 @@ class Session:
         wall_s = time.perf_counter() - wall0
         sim_s = rt.now_ns / NS_PER_S
         task = self._one("task")
-        summarise = getattr(task, "compute_metrics", None)
+        result = self.summarise(task.trials, blocks, sim_s=sim_s, wall_s=wall_s,
+                                extra={"rejected_frames": dict(rt.rejected)})
+        self._write_results(result.metrics, task.trials, blocks)
+        return result
+
+    def summarise(self, trials: list[Any], blocks: list[BlockResult], *, sim_s: float,
+                  wall_s: float, extra: dict[str, Any] | None = None) -> SessionResult:
+        """Metrics of a finished session, by the task's own definitions.
+
+        The task class names its metric keys, ``--json`` keys, table columns
+        and summary function (``metric_keys``, ``json_keys``,
+        ``table_columns``, ``compute_metrics``); both runtimes call this so a
+        session reports the same way however it ran.
+        """
+        from bciarm.tasks.metrics import METRIC_KEYS
+
+        cfg = self.config
+        task_cls = node_class(cfg.nodes[cfg.nodes_of("task")[0]])
+        summarise = getattr(task_cls, "compute_metrics", None)
         if summarise is None:
             from bciarm.tasks.metrics import compute_metrics as summarise
-        keys = tuple(getattr(task, "metric_keys", METRIC_KEYS))
-        scored = summarise([t for t in task.trials if t.mode == "closed_loop"])
+        keys = tuple(getattr(task_cls, "metric_keys", METRIC_KEYS))
+        scored = summarise([t for t in trials if t.mode == "closed_loop"])
         metrics = {k: scored[k] for k in keys}
         metrics.update({
             "realtime_factor": sim_s / wall_s if wall_s > 0 else float("inf"),
@@ -393,14 +409,14 @@ class Session:
             "seed": cfg.seed,
             "config": cfg.name,
             "closed_loop": scored,
-            "calibration": summarise([t for t in task.trials if t.block == "calibration"]),
-            "blocks": {b.name: summarise([t for t in task.trials if t.block == b.name])
+            "calibration": summarise([t for t in trials if t.block == "calibration"]),
+            "blocks": {b.name: summarise([t for t in trials if t.block == b.name])
                        for b in blocks[1:]},
-            "rejected_frames": dict(rt.rejected),
         })
-        json_keys = (*getattr(task, "json_keys", keys), "session_dir")
-        columns = tuple(getattr(task, "table_columns", ()))
-        self._write_results(metrics, task.trials, blocks)
+        metrics.update(extra or {})
+        json_keys = (*getattr(task_cls, "json_keys", keys), "session_dir")
+        columns = tuple(getattr(task_cls, "table_columns", ()))
+        assert self.session_dir is not None
         return SessionResult(metrics, self.session_dir, blocks, json_keys, columns)
 
     def _write_results(self, metrics: dict[str, Any], trials: list[Any],

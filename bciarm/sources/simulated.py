@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from bciarm.bus.messages import EffectorState, Header, Message, NeuralFrame, TaskState
 from bciarm.bus.node import Node, NodeParams
