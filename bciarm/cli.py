@@ -113,8 +113,10 @@ def run(config: str, duration: float | None, seed: int | None, gui: bool, out: P
     try:
         with progress:
             result = session.run()
-            if progress.tasks[0].total:
-                progress.update(bar, completed=progress.tasks[0].total)
+            # The last trial ends a block between two redraws: show the final count.
+            done = sum(b.trials for b in result.blocks)
+            progress.update(bar, completed=done, total=max(done, progress.tasks[0].total or 0),
+                            trials=f"{done} trials", sim=result.metrics.get("simulated_s", 0.0))
     except KeyboardInterrupt:
         err_console.print("[red]interrupted: effectors stopped, recording closed[/red]")
         sys.exit(130)
