@@ -18,15 +18,14 @@ groups).
 from __future__ import annotations
 
 import math
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bciarm.drivers.base import Driver, DriverError, JointLimits, JointState, RobotModel
-from bciarm.sim.scene import RangeSensorSpec, SceneHandles, SceneSpec, load_scene
+from bciarm.drivers.base import DriverError
+from bciarm.drivers.pybullet_base import PyBulletDriver
+from bciarm.sim.scene import RangeSensorSpec
 
 #: Collision filter group of the chair's links (environment bodies are group 1).
 CHAIR_GROUP = 2
@@ -34,7 +33,7 @@ CHAIR_GROUP = 2
 CLEARANCE_HORIZON = 1.0
 
 
-class PyBulletWheelchairDriver(Driver):
+class PyBulletWheelchairDriver(PyBulletDriver):
     """A wheelchair simulated in pybullet, commanded in wheel velocities (rad/s).
 
     Parameters
@@ -56,24 +55,13 @@ class PyBulletWheelchairDriver(Driver):
         Simulated time since connect, s.
     """
 
-    simulated = True
-
     def __init__(self, scene: str | Path = "apartment", gui: bool = False,
                  physics_dt: float | None = None, start: Any = None) -> None:
-        super().__init__()
-        self.spec: SceneSpec = load_scene(scene)
+        super().__init__(scene, gui, physics_dt)
         if self.spec.kind != "mobile" or self.spec.range_sensor is None:
             raise ValueError(f"scene {self.spec.name!r} is not a mobile scene with a range sensor")
-        self.gui = bool(gui)
-        self.physics_dt = float(physics_dt if physics_dt is not None else self.spec.physics_dt)
-        if not np.isfinite(self.physics_dt) or self.physics_dt <= 0:
-            raise ValueError(f"physics_dt must be positive, got {physics_dt!r}")
         self.start = None if start is None else np.asarray(start, dtype=float).reshape(3)
-        self.handles: SceneHandles | None = None
-        self.time_s = 0.0
-        self._cid = -1
         self._angles = self.spec.range_sensor.angles()
-        self._target_body: int | None = None
 
     # ------------------------------------------------------------------ geometry from the URDF
 
@@ -81,19 +69,6 @@ class PyBulletWheelchairDriver(Driver):
     def sensor(self) -> RangeSensorSpec:
         assert self.spec.range_sensor is not None
         return self.spec.range_sensor
-
-    @property
-    def joint_names(self) -> tuple[str, ...]:
-        return self.spec.robot.joints
-
-    @property
-    def limits(self) -> JointLimits:
-        if self.handles is None:
-            raise DriverError("PyBulletWheelchairDriver: limits come from the URDF; connect() first")
-        return self.handles.limits
-
-    def robot_model(self) -> RobotModel:
-        return self.spec.robot_model()
 
     def geometry(self) -> dict[str, float]:
         """Wheel radius, track (wheel separation) and footprint, read from the URDF.
@@ -134,85 +109,29 @@ class PyBulletWheelchairDriver(Driver):
         return {"wheel_radius": radius, "track": float(track), "front": float(hi[0]),
                 "rear": float(-lo[0]), "half_width": float(max(hi[1], -lo[1]))}
 
-    # ------------------------------------------------------------------ Driver hooks
+    # ------------------------------------------------------------------ PyBulletDriver hooks
 
-    def _connect(self) -> None:
+    def _setup(self, cid: int) -> None:
         import pybullet as p
 
-        if self.gui:
-            if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
-                raise DriverError("PyBulletWheelchairDriver(gui=True) needs a display")
-            cid = p.connect(p.GUI)
-            if cid < 0:
-                raise DriverError("pybullet could not open a GUI window")
-        else:
-            cid = p.connect(p.DIRECT)
-        self._cid = cid
-        try:
-            self.handles = self.spec.build(cid)
-            p.setTimeStep(self.physics_dt, physicsClientId=cid)
-            robot = self.handles.robot
-            wheels = set(self.handles.joint_indices)
-            for link in range(-1, p.getNumJoints(robot, physicsClientId=cid)):
-                p.setCollisionFilterGroupMask(robot, link, CHAIR_GROUP, 0xFFFF,
-                                              physicsClientId=cid)
-                if link in wheels:
-                    p.changeDynamics(robot, link, lateralFriction=1.0, physicsClientId=cid)
-                elif link >= 0 and "caster" in p.getJointInfo(robot, link,
-                                                              physicsClientId=cid)[12].decode():
-                    p.changeDynamics(robot, link, lateralFriction=0.0, rollingFriction=0.0,
-                                     spinningFriction=0.0, physicsClientId=cid)
-            if self.start is not None:
-                self._place(*self.start)
-            if self.gui:
-                p.configureDebugVisualizer(p.COV_ENABLE_GUI, 0, physicsClientId=cid)
-                p.resetDebugVisualizerCamera(9.0, 0, -75, [5, 4, 0], physicsClientId=cid)
-            self._command_velocity(np.zeros(2))
-        except Exception:
-            p.disconnect(cid)
-            self._cid = -1
-            self.handles = None
-            raise
-        self.time_s = 0.0
+        robot = self.handles.robot
+        wheels = set(self.handles.joint_indices)
+        for link in range(-1, p.getNumJoints(robot, physicsClientId=cid)):
+            # The chair's own group, so range rays (mask 1) see only the layout.
+            p.setCollisionFilterGroupMask(robot, link, CHAIR_GROUP, 0xFFFF, physicsClientId=cid)
+            if link in wheels:
+                p.changeDynamics(robot, link, lateralFriction=1.0, physicsClientId=cid)
+            elif link >= 0 and "caster" in p.getJointInfo(robot, link,
+                                                          physicsClientId=cid)[12].decode():
+                p.changeDynamics(robot, link, lateralFriction=0.0, rollingFriction=0.0,
+                                 spinningFriction=0.0, physicsClientId=cid)
+        if self.start is not None:
+            self._place(*self.start)
 
-    def _read(self) -> JointState:
+    def _camera(self, cid: int) -> None:
         import pybullet as p
 
-        h = self.handles
-        states = p.getJointStates(h.robot, h.joint_indices, physicsClientId=self._cid)
-        return JointState(position=np.array([s[0] for s in states]),
-                          velocity=np.array([s[1] for s in states]), t_s=self.time_s)
-
-    def _command_velocity(self, qdot: np.ndarray) -> None:
-        import pybullet as p
-
-        h = self.handles
-        p.setJointMotorControlArray(h.robot, h.joint_indices, p.VELOCITY_CONTROL,
-                                    targetVelocities=qdot.tolist(), forces=h.max_force.tolist(),
-                                    physicsClientId=self._cid)
-
-    def _close(self) -> None:
-        import pybullet as p
-
-        if self._cid >= 0:
-            try:
-                p.disconnect(self._cid)
-            finally:
-                self._cid = -1
-                self.handles = None
-
-    def advance(self, dt: float) -> None:
-        """Step the physics by ``dt`` seconds (a whole number of physics steps)."""
-        import pybullet as p
-
-        self._require_connected()
-        n = round(dt / self.physics_dt)
-        if n < 1 or abs(n * self.physics_dt - dt) > 1e-9 * max(1.0, dt):
-            raise ValueError(f"advance(dt={dt}) needs a positive multiple of "
-                             f"physics_dt={self.physics_dt}")
-        for _ in range(n):
-            p.stepSimulation(physicsClientId=self._cid)
-        self.time_s += n * self.physics_dt
+        p.resetDebugVisualizerCamera(9.0, 0, -75, [5, 4, 0], physicsClientId=cid)
 
     # ------------------------------------------------------------------ chair state
 
