@@ -27,23 +27,8 @@ TARGET_RGBA = (0.1, 0.8, 0.2, 0.6)
 class PyBulletArmDriver(PyBulletDriver):
     """A robot arm simulated in pybullet, commanded in joint velocities.
 
-    Parameters
-    ----------
-    scene : str or Path
-        Scene registry name or path to a scene YAML file.
-    gui : bool
-        Open the pybullet GUI (needs a display; one GUI per process).
-    physics_dt : float, optional
-        Physics step, s; default from the scene file.
-
-    Attributes
-    ----------
-    spec : SceneSpec
-        The loaded scene layout.
-    handles : SceneHandles or None
-        Bodies and joint indices, once connected.
-    time_s : float
-        Simulated time since connect, s.
+    Parameters and attributes as :class:`~bciarm.drivers.pybullet_base.PyBulletDriver`;
+    the default scene is ``arm_table`` (a Franka Panda on a table).
     """
 
     def __init__(self, scene: str | Path = "arm_table", gui: bool = False,
