@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bciarm.bus.messages import EffectorState, Event, Header, Intent, Message, TaskState
-from bciarm.bus.node import Node, NodeParams
+from bciarm.bus.messages import EffectorState
+from bciarm.bus.node import NodeParams
 from bciarm.drivers.base import Driver
+from bciarm.effectors.node import EffectorNode
 from bciarm.effectors.kinematics import ArmKinematics, orientation_error
 from bciarm.effectors.safety import SPEED, CartesianSafety, JointSafety, clip_norm
 from bciarm.space import AXIS_INDEX, Axis
@@ -439,7 +440,7 @@ def _pseudo_inverse(jac: np.ndarray) -> np.ndarray:
     return inv
 
 
-class ArmEffector(Node):
+class ArmEffector(EffectorNode):
     """Bus node: a robot arm following a Cartesian velocity intent, safely.
 
     Inputs: ``intent`` (:class:`~bciarm.bus.messages.Intent`, one velocity
@@ -462,57 +463,15 @@ class ArmEffector(Node):
         driver_params: dict[str, Any] = Field(default_factory=dict)
 
     params: "ArmEffector.Params"
-
-    def __init__(self, name: str, params: Any = None, **kwargs: Any) -> None:
-        super().__init__(name, params, **kwargs)
-        self.inputs = ("intent", "event", "task")
-        self.state_topic = f"state.{name}"
-        self.outputs = (self.state_topic,)
-        self.controller: ArmController | None = None
-        self._intent_header: Header | None = None
+    config_class = ArmConfig
+    controller_class = ArmController
+    intent_space = "cartesian"
+    controller: ArmController | None
 
     @property
     def intent_dim(self) -> int:
         """Entries an intent must have (one per axis)."""
         return len(self.params.axes)
-
-    def make_driver(self) -> Driver:
-        """Instantiate the configured driver from the registry (not connected)."""
-        from bciarm.registry import resolve
-
-        cls = resolve("driver", self.params.driver)
-        return cls(**self.params.driver_params)
-
-    def on_start(self) -> None:
-        config = ArmConfig(**self.params.model_dump(include=set(ArmConfig.model_fields)))
-        self.controller = ArmController(self.make_driver(), config)
-        self.controller.start(self.now_ns() / 1e9)
-
-    def on_message(self, topic: str, msg: Message) -> None:
-        ctl = self.controller
-        if ctl is None:
-            return
-        now_s = self.now_ns() / 1e9
-        if isinstance(msg, Intent):
-            if msg.space != "cartesian":
-                self._reject("intent_space")
-            elif ctl.offer_intent(msg.velocity, now_s):
-                self._intent_header = msg.header
-            elif not ctl.estopped:
-                self._reject("intent_invalid")
-        elif isinstance(msg, Event):
-            if msg.kind == "estop":
-                ctl.estop(str(msg.data.get("reason", "")))
-                self.log.warning("%s: e-stop latched (%s)", self.name, msg.header.src)
-            elif msg.kind == "resume":
-                if ctl.resume():
-                    self.log.info("%s: e-stop cleared (%s)", self.name, msg.header.src)
-        elif isinstance(msg, TaskState):
-            ctl.show_target(msg.target, msg.target_radius)
-
-    def _reject(self, reason: str) -> None:
-        self.counters.rejected += 1
-        self.counters.rejected_by_reason[reason] += 1
 
     def on_tick(self, now_ns: int) -> None:
         ctl = self.controller
@@ -520,7 +479,7 @@ class ArmEffector(Node):
             return
         now_s = now_ns / 1e9
         st = ctl.update(None, now_s)
-        derived = self._intent_header if ctl.intent_fresh(now_s) else None
+        derived = self.provenance(now_s)
         pos = st.position if np.all(np.isfinite(st.position)) else np.zeros(3)
         self.emit(self.state_topic, EffectorState, derived_from=derived,
                   position=np.ascontiguousarray(pos, dtype="<f8"),
@@ -528,7 +487,3 @@ class ArmEffector(Node):
                   joint_position=np.ascontiguousarray(st.joint_position, dtype="<f8"),
                   joint_velocity=np.ascontiguousarray(st.joint_velocity, dtype="<f8"),
                   estopped=st.estopped, guards=st.guards)
-
-    def on_stop(self) -> None:
-        if self.controller is not None:
-            self.controller.close()

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from bciarm.bus.messages import EffectorState, Event, Header, Intent, Message, TaskState
-from bciarm.bus.node import Node, NodeParams
+from bciarm.bus.messages import EffectorState, Event
+from bciarm.bus.node import NodeParams
+from bciarm.effectors.node import EffectorNode
 from bciarm.effectors.wheelchair.controller import WheelchairConfig, WheelchairController
 
 #: Names of the first entries of ``EffectorState.extra``; the range-sensor
@@ -43,7 +44,7 @@ def ranges_of(state: EffectorState) -> np.ndarray:
     return np.asarray(state.extra[N_FIXED:], dtype=float)
 
 
-class WheelchairEffector(Node):
+class WheelchairEffector(EffectorNode):
     """Bus node: a powered wheelchair following a 2-D drive intent, safely.
 
     Parameters
@@ -67,13 +68,13 @@ class WheelchairEffector(Node):
     intent_space = "drive"
     intent_dim = 2
 
+    config_class = WheelchairConfig
+    controller_class = WheelchairController
+    extra_outputs = ("event",)
+    controller: WheelchairController | None
+
     def __init__(self, name: str, params: Any = None, **kwargs: Any) -> None:
         super().__init__(name, params, **kwargs)
-        self.inputs = ("intent", "event", "task")
-        self.state_topic = f"state.{name}"
-        self.outputs = (self.state_topic, "event")
-        self.controller: WheelchairController | None = None
-        self._intent_header: Header | None = None
         self._collisions_seen = 0
 
     # ------------------------------------------------------------------ figures for checks
@@ -110,53 +111,21 @@ class WheelchairEffector(Node):
 
     # ------------------------------------------------------------------ node hooks
 
-    def make_driver(self) -> Any:
-        from bciarm.registry import resolve
-
-        return resolve("driver", self.params.driver)(**self.params.driver_params)
-
-    def on_start(self) -> None:
-        config = WheelchairConfig(**self.params.model_dump(include=set(WheelchairConfig.model_fields)))
-        self.controller = WheelchairController(self.make_driver(), config)
-        self.controller.start(self.now_ns() / 1e9)
-
-    def on_message(self, topic: str, msg: Message) -> None:
+    def on_event(self, msg: Event) -> None:
         ctl = self.controller
-        if ctl is None:
-            return
-        now_s = self.now_ns() / 1e9
-        if isinstance(msg, Intent):
-            if msg.space != self.intent_space:
-                self._reject("intent_space")
-            elif ctl.offer_intent(msg.velocity, now_s):
-                self._intent_header = msg.header
-            elif not ctl.estopped:
-                self._reject("intent_invalid")
-        elif isinstance(msg, Event):
-            if msg.kind == "estop":
-                ctl.estop(str(msg.data.get("reason", "")))
-                self.log.warning("%s: e-stop latched (%s)", self.name, msg.header.src)
-            elif msg.kind == "resume":
-                ctl.resume()
-            elif msg.kind == "block_start" and self.params.open_loop_assist is not None:
-                open_loop = msg.data.get("mode") == "open_loop"
-                ctl.set_assist(self.params.open_loop_assist if open_loop
-                               else self.params.assist.level)
-            elif msg.kind == "assist":
-                level = msg.data.get("level")
-                if isinstance(level, (int, float)) and math.isfinite(level):
-                    ctl.set_assist(float(level))
-            elif msg.kind == "mode" and isinstance(msg.data.get("profile"), str):
-                try:
-                    ctl.set_profile(msg.data["profile"])
-                except ValueError as exc:
-                    self.log.warning("%s: %s", self.name, exc)
-        elif isinstance(msg, TaskState) and ctl.driver.connected:
-            ctl.driver.show_target(msg.target, msg.target_radius)
-
-    def _reject(self, reason: str) -> None:
-        self.counters.rejected += 1
-        self.counters.rejected_by_reason[reason] += 1
+        if msg.kind == "block_start" and self.params.open_loop_assist is not None:
+            open_loop = msg.data.get("mode") == "open_loop"
+            ctl.set_assist(self.params.open_loop_assist if open_loop
+                           else self.params.assist.level)
+        elif msg.kind == "assist":
+            level = msg.data.get("level")
+            if isinstance(level, (int, float)) and math.isfinite(level):
+                ctl.set_assist(float(level))
+        elif msg.kind == "mode" and isinstance(msg.data.get("profile"), str):
+            try:
+                ctl.set_profile(msg.data["profile"])
+            except ValueError as exc:
+                self.log.warning("%s: %s", self.name, exc)
 
     def on_tick(self, now_ns: int) -> None:
         ctl = self.controller
@@ -164,7 +133,7 @@ class WheelchairEffector(Node):
             return
         now_s = now_ns / 1e9
         st = ctl.update(None, now_s)
-        derived = self._intent_header if ctl.intent_fresh(now_s) else None
+        derived = self.provenance(now_s)
         p = ctl.profile
         fixed = [st.pose[2], st.forward, st.turn, st.command[0], st.command[1],
                  min(st.clearance, 1e3), ctl.assist.level, p.max_forward, p.max_turn]
@@ -183,7 +152,3 @@ class WheelchairEffector(Node):
             self.emit("event", Event, kind="collision",
                       data={"x": float(st.pose[0]), "y": float(st.pose[1]),
                             "count": int(ctl.collisions)})
-
-    def on_stop(self) -> None:
-        if self.controller is not None:
-            self.controller.close()
