@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bciarm import registry
-from bciarm.space import Axis
+from bciarm.space import TaskAxis, intent_space
 
 NODE_KINDS = ("source", "decoder", "effector", "task")
 
@@ -129,7 +129,7 @@ class GraphConfig(_Strict):
     description: str = ""
     seed: int = 0
     tick_s: float = Field(0.01, gt=0, le=1.0, description="base clock period of the inline runtime")
-    axes: list[Axis] = Field(default_factory=lambda: ["x", "y"], min_length=1)
+    axes: list[TaskAxis] = Field(default_factory=lambda: ["x", "y"], min_length=1)
     nodes: dict[str, NodeSpec]
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     record: RecordSpec = Field(default_factory=RecordSpec)
@@ -141,6 +141,7 @@ class GraphConfig(_Strict):
     def _unique_axes(cls, axes: list[str]) -> list[str]:
         if len(set(axes)) != len(axes):
             raise ValueError("axes must not repeat")
+        intent_space(axes)  # world, drive or joint axes, not a mix
         return axes
 
     @model_validator(mode="after")

@@ -31,11 +31,13 @@ BUILTIN: dict[str, dict[str, str]] = {
     "effector": {
         "arm": "bciarm.effectors.arm:ArmEffector",
         "wheelchair": "bciarm.effectors.wheelchair.node:WheelchairEffector",
+        "exoskeleton": "bciarm.effectors.exoskeleton.node:ExoEffector",
     },
     "driver": {
         "pybullet_arm": "bciarm.drivers.pybullet_arm:PyBulletArmDriver",
         "pybullet_wheelchair": "bciarm.drivers.pybullet_wheelchair:PyBulletWheelchairDriver",
         "canopen402": "bciarm.drivers.canopen402:CanOpen402Driver",
+        "pybullet_exo": "bciarm.drivers.pybullet_exo:PyBulletExoDriver",
     },
     "task": {
         "center_out": "bciarm.tasks.center_out:CenterOutTask",

@@ -7,8 +7,11 @@ velocity per task axis, in this order.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator
 
 import numpy as np
 
@@ -22,6 +25,27 @@ DRIVE_AXES: tuple[str, ...] = ("forward", "turn")
 
 #: Task-space axis names and their index in a world (x, y, z) vector.
 AXIS_INDEX: dict[str, int] = {"x": 0, "y": 1, "z": 2}
+
+
+#: A joint-space axis is a joint's URDF name (an exoskeleton's active joints,
+#: intent in rad/s per joint); any name that is not a world or drive axis.
+_JOINT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def is_joint_axis(name: str) -> bool:
+    """True if ``name`` names a joint (not a world or drive axis)."""
+    return (name not in AXIS_INDEX and name not in DRIVE_AXES
+            and bool(_JOINT_NAME.match(str(name))))
+
+
+def _check_task_axis(name: str) -> str:
+    if name in AXIS_INDEX or name in DRIVE_AXES or is_joint_axis(name):
+        return name
+    raise ValueError(f"{name!r} is not an axis: use x, y, z, forward, turn or a joint name")
+
+
+#: An axis of any task space: world (x, y, z), drive (forward, turn) or a joint name.
+TaskAxis = Annotated[str, AfterValidator(_check_task_axis)]
 
 
 def axis_indices(axes: Sequence[str]) -> np.ndarray:
@@ -43,15 +67,22 @@ def intent_space(axes: Sequence[str]) -> str:
     """The :class:`~bciarm.bus.messages.Intent` ``space`` a list of task axes speaks.
 
     ``"drive"`` for the drive axes ``["forward", "turn"]`` (normalised
-    forward speed and turn rate of a mobile base), ``"cartesian"`` for world
-    axes.
+    forward speed and turn rate of a mobile base), ``"joint"`` for joint
+    names (an exoskeleton's active joints, rad/s each), ``"cartesian"`` for
+    world axes.
 
     Raises
     ------
     ValueError
-        World and drive axes mixed, or drive axes in another order.
+        World, drive and joint axes mixed, or drive axes in another order.
     """
     axes = list(axes)
+    joints = [a for a in axes if is_joint_axis(a)]
+    if joints:
+        if len(joints) != len(axes):
+            raise ValueError(f"joint axes (joint names) cannot be mixed with world or drive "
+                             f"axes; got {axes}")
+        return "joint"
     drive = [a for a in axes if a in DRIVE_AXES]
     if not drive:
         return "cartesian"

@@ -18,7 +18,7 @@ from bciarm import registry
 from bciarm.bus.messages import EffectorState, Event, Intent, Message, NeuralFrame
 from bciarm.bus.node import Node, NodeParams
 from bciarm.decoders.features import FeatureTransformer, transform_counts
-from bciarm.space import Axis, axis_indices, intent_space
+from bciarm.space import TaskAxis, axis_indices, intent_space
 
 
 class DecoderNode(Node):
@@ -40,7 +40,7 @@ class DecoderNode(Node):
         decoder: str = "kalman"
         estimator: dict[str, Any] = Field(default_factory=dict)
         transform: Literal["none", "sqrt"] = "none"
-        axes: list[Axis] = Field(default_factory=lambda: ["x", "y"])
+        axes: list[TaskAxis] = Field(default_factory=lambda: ["x", "y"])
         features: dict[str, Any] | None = Field(
             None, description="FeatureTransformer hyper-parameters (bin_factor, count_transform, "
                               "zscore, lag, history, min_rate_hz, ...): fitted at calibration, "

@@ -189,6 +189,9 @@ def check_effector(make_effector: Callable[[], Any], *, speed_tol: float = 0.02,
     An effector whose physics differ from an arm's may declare (as
     attributes) ``max_speed`` / ``max_accel`` (its active limits, overriding
     the params), ``intent_space`` (default ``"cartesian"``),
+    ``state_speed(state)`` (the speed of a state in intent units, when its
+    ``velocity`` is not: an exoskeleton driven in joint space reports its
+    palm velocity but is bounded in rad/s; default ``|state.velocity|``),
     ``stopping_time_s`` (time to rest from ``max_speed`` once braking,
     default ``max_speed / max_accel``), ``estop_stop_s`` (physical stopping
     time of its e-stop, default 5 ticks) and ``response_time_s`` (time to
@@ -228,8 +231,11 @@ def check_effector(make_effector: Callable[[], Any], *, speed_tol: float = 0.02,
         def states() -> list[EffectorState]:
             return [m for m in h.sent(topic) if isinstance(m, EffectorState)]
 
+        speed_of = getattr(node, "state_speed", None) or (
+            lambda s: float(np.linalg.norm(s.velocity)))
+
         def speeds() -> np.ndarray:
-            return np.array([np.linalg.norm(s.velocity) for s in states()])
+            return np.array([speed_of(s) for s in states()])
 
         def intent(v: Any) -> None:
             h.send("intent", h.make("intent", Intent, velocity=np.asarray(v, dtype="<f8"),
@@ -305,15 +311,15 @@ def check_effector(make_effector: Callable[[], Any], *, speed_tol: float = 0.02,
         hold(max_speed * direction, 0.3)
         st = states()
         assert st and all(m.estopped for m in st), f"{name}: estopped not reported after an e-stop"
-        late = [m for m in st[estop_ticks:] if np.linalg.norm(m.velocity) > still_speed]
+        late = [m for m in st[estop_ticks:] if speed_of(m) > still_speed]
         assert not late, (
-            f"{name}: still moving at {np.linalg.norm(late[0].velocity):.4f} m/s while e-stopped")
+            f"{name}: still moving at {speed_of(late[0]):.4f} m/s while e-stopped")
         h.clear()
         h.send("event", h.make("event", Event, kind="resume"))
         h.tick()
         st = states()
         assert st and not st[-1].estopped, f"{name}: still e-stopped after a resume event"
-        assert np.linalg.norm(st[-1].velocity) <= still_speed + speed_tol, (
+        assert speed_of(st[-1]) <= still_speed + speed_tol, (
             f"{name}: started moving on resume without a fresh intent")
         hold(0.5 * max_speed * homeward(), respond)
         assert speeds()[-1] > 0.1 * max_speed, f"{name}: does not move again after resume"
