@@ -34,8 +34,10 @@ def plot_session_trajectories(session_dir: Path, config: "GraphConfig", blocks: 
             positions.append((msg.header.t_ns, msg.position))
         elif isinstance(msg, TaskState):
             targets[tuple(np.round(msg.target, 4))] = msg.target_radius
-    # A drive task (wheelchair) moves on the floor: draw x, y.
-    names = ["x", "y"] if intent_space(config.axes) == "drive" else list(config.axes)
+    # A drive task (wheelchair) moves on the floor: draw x, y; a joint-space
+    # task (exoskeleton): the palm in the sagittal plane, x (forward) and z (up).
+    space = intent_space(config.axes)
+    names = {"drive": ["x", "y"], "joint": ["x", "z"]}.get(space, list(config.axes))
     axes = [AXIS_INDEX[a] for a in names][:2]
     if len(targets) > 64:  # moving targets (a route's lookahead point): too many to draw
         targets = {}

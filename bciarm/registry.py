@@ -42,6 +42,8 @@ BUILTIN: dict[str, dict[str, str]] = {
     "task": {
         "center_out": "bciarm.tasks.center_out:CenterOutTask",
         "navigation": "bciarm.tasks.navigation:NavigationTask",
+        "reach_joint": "bciarm.tasks.reach_joint:ReachJointTask",
+        "rom_exercise": "bciarm.tasks.rom_exercise:RomExerciseTask",
     },
     "scene": {},
 }

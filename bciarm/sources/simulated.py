@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bciarm.bus.messages import EffectorState, Header, Message, NeuralFrame, TaskState
+from bciarm.bus.messages import EffectorState, Event, Header, Message, NeuralFrame, TaskState
 from bciarm.bus.node import Node, NodeParams
 from bciarm.sources import population as _pop
 from bciarm.sources import user as _user
@@ -27,6 +27,7 @@ from bciarm.sources.drift import Drift, DriftSpec
 from bciarm.sources.population import CosineTunedPopulation
 from bciarm.sources.user import SimulatedUser
 from bciarm.sources.drive_user import DriveUser
+from bciarm.sources.joint_user import JointView
 from bciarm.space import DRIVE_AXES, axis_indices, intent_space
 
 NS_PER_S = 1_000_000_000
@@ -70,10 +71,12 @@ class SimulatedSource(Node):
             None, description="Tick period, s; defaults to bin_s and must equal it.")
         axes: list[str] = Field(["x", "y"], description="Task axes among x, y, z, or "
                                                         "[forward, turn] for a drive user.")
-        user: Literal["reach", "drive"] = Field(
+        user: Literal["reach", "drive", "joint"] = Field(
             "reach", description="reach: aims the effector at the target in the task axes; "
                                  "drive: steers a wheelchair (axes [forward, turn]; see "
-                                 "bciarm.sources.drive_user).")
+                                 "bciarm.sources.drive_user); joint: aims an exoskeleton's "
+                                 "active joints (axes = joint names, rad/s; see "
+                                 "bciarm.sources.joint_user).")
         drive_preferred: float = Field(
             0.8, gt=0, le=1, description="Drive user: preferred fraction of top speed.")
         effector: str | None = Field(
@@ -133,18 +136,23 @@ class SimulatedSource(Node):
             if self.user == "drive":
                 if intent_space(self.axes) != "drive":
                     raise ValueError(f"a drive user needs axes {list(DRIVE_AXES)}, got {self.axes}")
+            elif self.user == "joint":
+                if intent_space(self.axes) != "joint":
+                    raise ValueError(f"a joint user needs joint names as axes, got {self.axes}")
             else:
                 axis_indices(self.axes)
             return self
 
-    inputs = ("state.*", "task")
+    inputs = ("state.*", "task", "event")
     outputs = ("neural",)
 
     def __init__(self, name: str, params: NodeParams | dict | None = None, **kwargs: object):
         super().__init__(name, params, **kwargs)
         p = self.params
         self._drive = p.user == "drive"
-        self._idx = np.arange(3) if self._drive else axis_indices(p.axes)
+        self._joints = JointView(p.axes) if p.user == "joint" else None
+        self._idx = (np.arange(3) if self._drive or self._joints is not None
+                     else axis_indices(p.axes))
         self.population: CosineTunedPopulation | None = None
         self.user: SimulatedUser | None = None
         self.drift: Drift | None = None
@@ -199,7 +207,12 @@ class SimulatedSource(Node):
         if isinstance(msg, EffectorState):
             if self.params.effector is not None and topic != f"state.{self.params.effector}":
                 return
-            if self._drive:
+            if self._joints is not None:
+                position = self._joints.position(msg)
+                if position is None:
+                    return
+                self._position = position
+            elif self._drive:
                 # Pose (x, y, heading): the wheelchair's extra[0] is its heading.
                 if msg.extra.size < 1:
                     return
@@ -207,8 +220,13 @@ class SimulatedSource(Node):
             else:
                 self._position = np.asarray(msg.position, dtype=float)[self._idx]
         elif isinstance(msg, TaskState):
-            self._target = (np.asarray(msg.target, dtype=float)[self._idx]
-                            if msg.phase in TARGET_PHASES else None)
+            if self._joints is not None:
+                self._target = self._joints.goal if msg.phase in TARGET_PHASES else None
+            else:
+                self._target = (np.asarray(msg.target, dtype=float)[self._idx]
+                                if msg.phase in TARGET_PHASES else None)
+        elif isinstance(msg, Event) and self._joints is not None and self._joints.on_event(msg):
+            return  # the goal is shown with the task's next TaskState
         else:
             return
         if self.user is not None:
