@@ -464,7 +464,7 @@ class ExoController:
             qdot[self.inactive_idx] = hold
         if self.space == "joint":
             qdot[self.active_idx] = v
-            return qdot
+            return self._restore(qdot, q)
         # End-point: commanded axes follow the intent (their reference follows
         # the palm while moving); the others are held at their reference.
         x, _ = self.kinematics.forward(q)
@@ -476,6 +476,15 @@ class ExoController:
         jac = self.kinematics.jacobian(q)[:3][:, self.active_idx]
         jjt = jac @ jac.T + (cfg.damping ** 2) * np.eye(3)
         qdot[self.active_idx] = jac.T @ np.linalg.solve(jjt, xdot)
+        return self._restore(qdot, q)
+
+    def _restore(self, qdot: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """A joint found beyond its guarded range (it started there, or sagged) heads back in."""
+        lo, hi = self.joints.lower, self.joints.upper
+        outside = (q < lo) | (q > hi)
+        if np.any(outside):
+            back = np.clip(q, lo, hi) - q
+            qdot = np.where(outside, self.config.hold_gain * back + 0.02 * np.sign(back), qdot)
         return qdot
 
     def _supervise_torque(self, halted: bool, guards: list[str]) -> np.ndarray:
