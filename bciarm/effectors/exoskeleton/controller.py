@@ -279,13 +279,24 @@ class ExoController:
         from bciarm.effectors.kinematics import ArmKinematics
 
         cfg = self.config
-        self.driver.connect()
         self.names = tuple(self.driver.joint_names)
         prof = self.profile
         missing = [j for j in prof.active if j not in self.names]
         if missing:
             raise ValueError(f"{prof.source}: active joint(s) {missing} are not joints of the "
                              f"driver ({list(self.names)})")
+        # Models first: loading URDFs takes a while, and a real device's
+        # supervision (heartbeats, command timeout) is running once connected.
+        model = self._robot_model()
+        kin_model = RobotModel(urdf=model.urdf, joint_names=self.names, ee_link=model.ee_link,
+                               base_position=model.base_position,
+                               base_orientation=model.base_orientation,
+                               fixed_joints=model.fixed_joints, home=model.home,
+                               workspace_lower=model.workspace_lower,
+                               workspace_upper=model.workspace_upper)
+        self.kinematics = ArmKinematics(kin_model)
+        self.gravity = GravityModel(kin_model)
+        self.driver.connect()
         self.active_idx = np.array([self.names.index(j) for j in prof.active])
         self.inactive_idx = np.array([i for i in range(len(self.names))
                                       if i not in set(self.active_idx.tolist())], dtype=int)
@@ -298,15 +309,6 @@ class ExoController:
         vmax = np.minimum(prof.max_speed(self.names), limits.max_velocity)
         self.joints = JointSafety(lower + guard, upper - guard, vmax, cfg.max_joint_accel,
                                   cfg.soft_limit_rad, cfg.tick_s)
-        model = self._robot_model()
-        kin_model = RobotModel(urdf=model.urdf, joint_names=self.names, ee_link=model.ee_link,
-                               base_position=model.base_position,
-                               base_orientation=model.base_orientation,
-                               fixed_joints=model.fixed_joints, home=model.home,
-                               workspace_lower=model.workspace_lower,
-                               workspace_upper=model.workspace_upper)
-        self.kinematics = ArmKinematics(kin_model)
-        self.gravity = GravityModel(kin_model)
         # The motors must be able to hold the arm anywhere in its range.
         motor = getattr(getattr(self.driver, "handles", None), "max_force", None)
         if motor is not None:
