@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ProfileError(ValueError):
@@ -72,19 +72,23 @@ class PatientProfile(BaseModel):
 
     patient: str = Field(min_length=1)
     description: str = ""
-    active: tuple[str, ...] = Field(min_length=1)
+    # joints before active: active is checked against joints.
     joints: dict[str, JointLimitsSpec] = Field(min_length=1)
+    active: tuple[str, ...] = Field(min_length=1)
     source: str = Field("<profile>", exclude=True)
 
-    @model_validator(mode="after")
-    def _active_known(self) -> "PatientProfile":
-        if len(set(self.active)) != len(self.active):
-            raise ValueError(f"active joints repeat: {list(self.active)}")
-        unknown = [j for j in self.active if j not in self.joints]
-        if unknown:
-            raise ValueError(f"active joint(s) {unknown} have no entry under 'joints' "
-                             f"(joints: {sorted(self.joints)})")
-        return self
+    @field_validator("active")
+    @classmethod
+    def _active_known(cls, active: tuple[str, ...], info: Any) -> tuple[str, ...]:
+        if len(set(active)) != len(active):
+            raise ValueError(f"active joints repeat: {list(active)}")
+        joints = info.data.get("joints")
+        if joints is not None:
+            unknown = [j for j in active if j not in joints]
+            if unknown:
+                raise ValueError(f"active joint(s) {unknown} have no entry under 'joints' "
+                                 f"(joints: {sorted(joints)})")
+        return active
 
     # ------------------------------------------------------------------ SI views
 
