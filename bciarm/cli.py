@@ -77,11 +77,14 @@ def main(verbose: int) -> None:
               show_default=True, help="Folder that receives the session folder.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the metrics as one JSON object on the last line of stdout.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value before validation (repeatable), e.g. "
+                   "--set nodes.source.params.n_channels=48")
 @click.option("--mode", type=click.Choice(["inline", "realtime"]), default="inline",
               show_default=True, help="inline: one process, simulated clock, deterministic; "
                                       "realtime: a process per node, ZeroMQ bus, wall clock.")
 def run(config: str, duration: float | None, seed: int | None, gui: bool, out: Path,
-        as_json: bool, mode: str = "inline") -> None:
+        as_json: bool, overrides: tuple[str, ...] = (), mode: str = "inline") -> None:
     """Run a session from CONFIG (a YAML path or a built-in name, e.g. arm_center_out)."""
     from bciarm.session import Session
 
@@ -89,7 +92,7 @@ def run(config: str, duration: float | None, seed: int | None, gui: bool, out: P
         from bciarm.realtime_session import RealtimeSession as Session  # noqa: N814
 
     try:
-        cfg, path = load_config(config)
+        cfg, path = load_config(config, overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     progress = Progress(TextColumn("[bold]{task.description:<14}"), BarColumn(),

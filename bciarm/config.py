@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import yaml
@@ -288,8 +289,44 @@ def parse_config(data: Any, source: str = "<config>") -> GraphConfig:
     return config
 
 
-def load_config(name_or_path: str | Path) -> tuple[GraphConfig, Path]:
+def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
+    """Set ``KEY=VALUE`` overrides (dotted key path, YAML value) in a parsed config document.
+
+    ``nodes.source.params.n_channels=48`` sets that parameter; missing
+    intermediate mappings are created, and the result is validated as usual.
+
+    Raises
+    ------
+    ConfigError
+        A malformed override, or a key path through something that is not a mapping.
+    """
+    for item in overrides:
+        key, sep, raw = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source}: --set {item!r}: expected KEY=VALUE, e.g. "
+                              "nodes.source.params.n_channels=48")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict):
+                break
+            node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: --set {key}: {'.'.join(parts[:-1])} is not a mapping")
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(name_or_path: str | Path,
+                overrides: Sequence[str] = ()) -> tuple[GraphConfig, Path]:
     """Load and validate a config by path or built-in name.
+
+    ``overrides`` are ``KEY=VALUE`` strings applied before validation
+    (:func:`apply_overrides`; ``bciarm run --set``).
 
     Returns
     -------
@@ -314,6 +351,8 @@ def load_config(name_or_path: str | Path) -> tuple[GraphConfig, Path]:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)}). "
                           "Fix: check indentation and quoting there.") from None
+    if overrides:
+        data = apply_overrides(data, overrides, str(path))
     return parse_config(data, str(path)), path
 
 

@@ -164,8 +164,8 @@ def short_session(tmp_path, n_channels: int, seed: int = 0):
     path = resolve_config_path("exo_reach")
     data = yaml.safe_load(path.read_text())
     data["nodes"]["source"]["params"]["n_channels"] = n_channels
-    data["protocol"] = {"calibration": {"trials": 12, "lag_s": 0.15},
-                        "blocks": [{"name": "closed_loop_1", "trials": 12}]}
+    data["protocol"] = {"calibration": {"trials": 10, "lag_s": 0.15},
+                        "blocks": [{"name": "closed_loop_1", "trials": 10}]}
     data["record"] = {"enabled": True}
     return Session(parse_config(data, str(path)), seed=seed, out_dir=tmp_path).run()
 
@@ -176,7 +176,7 @@ def test_exo_session_assistance_falls_as_signal_quality_rises(tmp_path):
     poor = short_session(tmp_path, 24).metrics
     good = short_session(tmp_path, 192).metrics
     for m in (poor, good):
-        assert m["trials"] == 12 and m["rom_violations"] == 0
+        assert m["trials"] == 10 and m["rom_violations"] == 0
         assert m["success_rate"] >= 0.8
     assert good["assist_fraction"] < poor["assist_fraction"]
     assert (tmp_path.glob("*/metrics.json"))
