@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator
+from pydantic_core import PydanticCustomError
 
 import numpy as np
 
@@ -29,7 +30,8 @@ AXIS_INDEX: dict[str, int] = {"x": 0, "y": 1, "z": 2}
 
 #: A joint-space axis is a joint's URDF name (an exoskeleton's active joints,
 #: intent in rad/s per joint); any name that is not a world or drive axis.
-_JOINT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+#: (Two characters at least: a one-letter name is a mistyped world axis.)
+_JOINT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]+$")
 
 
 def is_joint_axis(name: str) -> bool:
@@ -41,7 +43,9 @@ def is_joint_axis(name: str) -> bool:
 def _check_task_axis(name: str) -> str:
     if name in AXIS_INDEX or name in DRIVE_AXES or is_joint_axis(name):
         return name
-    raise ValueError(f"{name!r} is not an axis: use x, y, z, forward, turn or a joint name")
+    raise PydanticCustomError(
+        "literal_error", "Input should be 'x', 'y', 'z', 'forward', 'turn' or a joint name",
+        {"expected": "'x', 'y', 'z', 'forward', 'turn' or a joint name (URDF)"})
 
 
 #: An axis of any task space: world (x, y, z), drive (forward, turn) or a joint name.
