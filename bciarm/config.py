@@ -16,8 +16,8 @@ up front with a "did you mean" suggestion.
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bciarm.bus.harness import NodeHarness
-from bciarm.bus.messages import EffectorState, Event, Intent, TaskState
+from bciarm.bus.messages import EffectorState, Event, TaskState
 from bciarm.effectors.exoskeleton.layout import pack_extra
 from bciarm.tasks.exo_metrics import ExoTrialRecord, compute_exo_metrics, sparc
 from bciarm.tasks.reach_joint import ReachJointTask

@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bciarm.drivers.base import Driver, RobotModel
 from bciarm.effectors.exoskeleton.assist import AssistConfig, assist_as_needed
 from bciarm.effectors.exoskeleton.profile import PatientProfile, load_profile
-from bciarm.effectors.safety import SPEED, CartesianSafety, JointSafety, as_finite_vector, clip_norm
+from bciarm.effectors.safety import CartesianSafety, JointSafety, as_finite_vector, clip_norm
 from bciarm.space import AXIS_INDEX, intent_space
 
 #: Guard names this controller adds to those of the safety module.
@@ -433,7 +433,6 @@ class ExoController:
         out = self.intake.step(now_s, x)
         guards = list(out.guards)
         u_full = out.velocity
-        u = u_full[self.axes_idx] if self.space == "cartesian" else u_full
         a = np.zeros_like(u_full)
         halted = self.estopped or self.torque_stopped
         if halted:
