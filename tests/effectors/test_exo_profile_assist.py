@@ -25,9 +25,12 @@ def test_example_profile_loads_in_si_units():
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda d: d["joints"]["a"].update(rom_deg=[90, 0]), r"joints\.a\.rom_deg: .*min \(90.0\) must be below max"),
-    (lambda d: d["joints"]["a"].update(max_speed_deg_s=-1), r"joints\.a\.max_speed_deg_s: .*greater than 0"),
-    (lambda d: d["joints"]["a"].update(rom=[0, 1]), r"joints\.a\.rom: Extra inputs.*did you mean 'rom_deg'"),
+    (lambda d: d["joints"]["a"].update(rom_deg=[90, 0]),
+     r"joints\.a\.rom_deg: .*min \(90.0\) must be below max"),
+    (lambda d: d["joints"]["a"].update(max_speed_deg_s=-1),
+     r"joints\.a\.max_speed_deg_s: .*greater than 0"),
+    (lambda d: d["joints"]["a"].update(rom=[0, 1]),
+     r"joints\.a\.rom: Extra inputs.*did you mean 'rom_deg'"),
     (lambda d: d.update(active=["a", "c"]), r"active: .*active joint\(s\) \['c'\] have no entry"),
     (lambda d: d["joints"]["b"].pop("max_torque_nm"), r"joints\.b\.max_torque_nm: Field required"),
 ])
@@ -54,8 +57,9 @@ def test_unknown_profile_name_lists_the_builtins():
 
 
 def test_graph_config_with_a_bad_profile_is_rejected_up_front(tmp_path):
-    from bciarm.config import resolve_config_path
     import yaml
+
+    from bciarm.config import resolve_config_path
 
     data = yaml.safe_load(resolve_config_path("exo_reach").read_text())
     data["nodes"]["exo"]["params"]["profile"] = str(tmp_path / "missing.yaml")
