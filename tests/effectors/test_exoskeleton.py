@@ -149,6 +149,7 @@ def _shared_controller() -> ExoController:
 def teardown_module(module):
     for c in _SHARED:
         c.close()
+    _SHARED.clear()  # collected now, not during interpreter shutdown
 
 
 def test_soft_limit_slows_smoothly_toward_the_end_of_the_range(ctl):
