@@ -45,8 +45,9 @@ def frame_header(node: Node, topic: str) -> Header:
 class SimulatedSource(Node):
     """Simulated user + cosine-tuned population, publishing spike counts.
 
-    Inputs ``state.*`` (effector position) and ``task`` (target, phase);
-    output ``neural``.  See :class:`SimulatedSource.Params`.
+    Inputs ``state.*`` (effector position) and ``task`` (target, phase),
+    and ``event`` (a joint user's goal: ``joint_target``); output ``neural``.
+    See :class:`SimulatedSource.Params`.
 
     Attributes
     ----------

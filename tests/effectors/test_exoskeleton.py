@@ -289,3 +289,33 @@ def test_end_point_mode_moves_the_palm_along_the_intent():
         assert inside_rom(np.asarray(c.driver.read().position))
     finally:
         c.close()
+
+
+def test_end_point_mode_assists_toward_the_task_target():
+    """End-point space: the goal is TaskState.target (world); a weak intent toward it is
+    topped up, an assist event turns the help off."""
+    node = ExoEffector("exo", axes=["x", "z"], max_speed=0.15,
+                       assist={"level": 1.0, "max_speed": 0.05, "preferred_speed": 0.1,
+                               "min_intent": 0.005})
+    h = NodeHarness(node, tick_s=TICK)
+    try:
+        h.tick(2)
+        x0 = h.sent("state.exo")[-1].position.copy()
+        h.send("task", h.make("task", TaskState, block="b", trial=0, phase="reach",
+                              mode="closed_loop", target=x0 + np.array([0.0, 0.0, 0.15])))
+
+        def push(n):
+            h.clear()
+            for _ in range(n):
+                h.send("intent", h.make("intent", Intent, velocity=np.array([0.0, 0.01]),
+                                        space="cartesian"))
+                h.tick()
+            return [reading_of(s) for s in h.sent("state.exo")]
+
+        helped = push(30)
+        assert helped[-1].assist_speed > 0.01 and helped[-1].assist_level > 0.5
+        h.send("event", h.make("event", Event, kind="assist", data={"level": 0.0}))
+        alone = push(10)
+        assert alone[-1].assist_speed == 0.0
+    finally:
+        h.close()
