@@ -164,19 +164,24 @@ def short_session(tmp_path, n_channels: int, seed: int = 0):
     path = resolve_config_path("exo_reach")
     data = yaml.safe_load(path.read_text())
     data["nodes"]["source"]["params"]["n_channels"] = n_channels
-    data["protocol"] = {"calibration": {"trials": 10, "lag_s": 0.15},
-                        "blocks": [{"name": "closed_loop_1", "trials": 10}]}
+    # The full calibration (24 trials): with 10 the fitted decoders of both
+    # qualities are poor and the ordering drowns in trial-to-trial noise.
+    data["protocol"] = {"calibration": {"trials": 24, "lag_s": 0.15},
+                        "blocks": [{"name": "closed_loop_1", "trials": 12}]}
     data["record"] = {"enabled": True}
     return Session(parse_config(data, str(path)), seed=seed, out_dir=tmp_path).run()
 
 
 @pytest.mark.slow
 def test_exo_session_assistance_falls_as_signal_quality_rises(tmp_path):
-    """Short runs: 24 channels need more help than 192 (the full figures are in the README)."""
+    """Short runs: 24 channels need more help than 192 (the full figures are in the README).
+
+    Measured with this protocol, seeds 0, 1, 2: 24 channels 0.374, 0.361, 0.367;
+    192 channels 0.285, 0.264, 0.294."""
     poor = short_session(tmp_path, 24).metrics
     good = short_session(tmp_path, 192).metrics
     for m in (poor, good):
-        assert m["trials"] == 10 and m["rom_violations"] == 0
+        assert m["trials"] == 12 and m["rom_violations"] == 0
         assert m["success_rate"] >= 0.8
     assert good["assist_fraction"] < poor["assist_fraction"]
     assert (tmp_path.glob("*/metrics.json"))
