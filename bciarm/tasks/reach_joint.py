@@ -244,31 +244,7 @@ class ReachJointTask(Node):
         return best
 
     def _active_rom(self, r: ExoReading) -> tuple[np.ndarray, np.ndarray]:
-        assert self._joint_q is not None
-        # Map active joints into the full joint vector: they are where the
-        # active positions equal the measured joint angles, in order.
-        idx = self._active_index()
-        return r.rom_lower[idx], r.rom_upper[idx]
-
-    def _active_index(self) -> np.ndarray:
-        if self.params.scene is not None:
-            names = self._scene_joints()
-            if names is not None and all(a in names for a in self.axes):
-                return np.array([names.index(a) for a in self.axes])
-        # Without a scene: find each active angle among the measured joints.
-        q = self._joint_q
-        pos = self._reading.active_position
-        return np.array([int(np.argmin(np.abs(q - v))) for v in pos])
-
-    def _scene_joints(self) -> list[str] | None:
-        if not hasattr(self, "_scene_names"):
-            try:
-                from bciarm.sim.scene import load_scene
-
-                self._scene_names = list(load_scene(self.params.scene).robot.joints)
-            except Exception:  # noqa: BLE001 - display aid only
-                self._scene_names = None
-        return self._scene_names
+        return r.rom_lower[r.active_index], r.rom_upper[r.active_index]
 
     def _palm_at(self, target: np.ndarray) -> np.ndarray:
         """World palm position at the target posture (the others as now), for display."""
@@ -280,7 +256,7 @@ class ReachJointTask(Node):
 
                 self._kin = ArmKinematics.from_scene(self.params.scene)
             q = self._joint_q.copy()
-            q[self._active_index()] = target
+            q[self._reading.active_index] = target
             return self._kin.forward(q)[0]
         except Exception:  # noqa: BLE001 - display aid only
             self._kin_failed = True

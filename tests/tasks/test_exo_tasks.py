@@ -81,7 +81,7 @@ def exo_state(h: NodeHarness, q: np.ndarray, qd=None, assist=0.0, command=0.0):
                         "intent_speed": command - assist, "command_speed": command,
                         "goal_active": 1.0, "torque_stopped": 0.0, "rom_violation": 0.0},
                        {"active_position": q[act], "active_velocity": qd[act],
-                        "goal": q[act]},
+                        "goal": q[act], "active_index": np.array(act)},
                        {"rom_lower": LO, "rom_upper": HI, "gravity_torque": np.zeros(N),
                         "interaction_torque": np.zeros(N)})
     return h.make("state.exo", EffectorState, position=np.zeros(3), velocity=np.zeros(3),

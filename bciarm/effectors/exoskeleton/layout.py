@@ -5,6 +5,7 @@
     [n_active, assist_level, assist_speed, intent_speed, command_speed,
      goal_active, torque_stopped, rom_violation,                     # FIXED, 8 entries
      active_position[n_active], active_velocity[n_active], goal[n_active],
+     active_index[n_active],
      rom_lower[n], rom_upper[n], gravity_torque[n], interaction_torque[n]]
 
 with ``n`` = number of joints (``len(joint_position)``, driver order) and
@@ -28,6 +29,9 @@ with ``n`` = number of joints (``len(joint_position)``, driver order) and
 ``goal``
     The task's joint-space goal for the active joints (rad); the current
     position when there is none.
+``active_index``
+    Where each active joint sits in ``joint_position`` (looked up by name
+    from the driver's joints, so consumers need no joint table).
 ``rom_lower``, ``rom_upper``
     The patient's range of motion, every joint (rad).
 ``gravity_torque``
@@ -46,7 +50,7 @@ import numpy as np
 FIXED = ("n_active", "assist_level", "assist_speed", "intent_speed", "command_speed",
          "goal_active", "torque_stopped", "rom_violation")
 N_FIXED = len(FIXED)
-ACTIVE_BLOCKS = ("active_position", "active_velocity", "goal")
+ACTIVE_BLOCKS = ("active_position", "active_velocity", "goal", "active_index")
 JOINT_BLOCKS = ("rom_lower", "rom_upper", "gravity_torque", "interaction_torque")
 
 
@@ -64,6 +68,7 @@ class ExoReading:
     active_position: np.ndarray
     active_velocity: np.ndarray
     goal: np.ndarray
+    active_index: np.ndarray
     rom_lower: np.ndarray
     rom_upper: np.ndarray
     gravity_torque: np.ndarray
@@ -87,7 +92,7 @@ def unpack_extra(extra: Any, n_joints: int) -> ExoReading | None:
     if e.size < N_FIXED:
         return None
     k = int(round(e[0]))
-    if k < 1 or e.size != N_FIXED + 3 * k + 4 * n_joints:
+    if k < 1 or e.size != N_FIXED + len(ACTIVE_BLOCKS) * k + len(JOINT_BLOCKS) * n_joints:
         return None
     blocks: dict[str, Any] = {name: float(e[i]) for i, name in enumerate(FIXED)}
     i = N_FIXED
@@ -98,6 +103,10 @@ def unpack_extra(extra: Any, n_joints: int) -> ExoReading | None:
         blocks[name] = e[i:i + n_joints].copy()
         i += n_joints
     blocks.pop("n_active")
+    index = np.rint(blocks["active_index"]).astype(int)
+    if np.any(index < 0) or np.any(index >= n_joints):
+        return None
+    blocks["active_index"] = index
     for flag in ("goal_active", "torque_stopped", "rom_violation"):
         blocks[flag] = bool(blocks[flag] > 0.5)
     return ExoReading(**blocks)

@@ -163,7 +163,8 @@ class ExoEffector(EffectorNode):
              "command_speed": total,
              "goal_active": float(ctl.goal_visible and ctl.goal is not None),
              "torque_stopped": float(st.torque_stopped), "rom_violation": float(st.rom_violation)},
-            {"active_position": active_q, "active_velocity": qd[ctl.active_idx], "goal": goal},
+            {"active_position": active_q, "active_velocity": qd[ctl.active_idx], "goal": goal,
+             "active_index": ctl.active_idx},
             {"rom_lower": ctl.rom_lower, "rom_upper": ctl.rom_upper,
              "gravity_torque": st.gravity_torque, "interaction_torque": st.interaction_torque})
         pos = st.position if np.all(np.isfinite(st.position)) else np.zeros(3)
