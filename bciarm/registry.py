@@ -36,6 +36,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "pybullet_arm": "bciarm.drivers.pybullet_arm:PyBulletArmDriver",
         "pybullet_wheelchair": "bciarm.drivers.pybullet_wheelchair:PyBulletWheelchairDriver",
         "canopen402": "bciarm.drivers.canopen402:CanOpen402Driver",
+        "franka": "bciarm.drivers.franka:FrankaDriver",
     },
     "task": {
         "center_out": "bciarm.tasks.center_out:CenterOutTask",

@@ -30,11 +30,9 @@ VELOCITY_ABS_TOL = 0.02
 
 
 def _pass_time(driver: Driver, dt: float) -> None:
-    if driver.simulated:
-        driver.advance(dt)
-    else:
-        driver.advance(dt)
-        time.sleep(dt)
+    driver.advance(dt)
+    if not (driver.simulated or driver.paced):
+        time.sleep(dt)  # a real device that does not pace its caller: wait on the wall clock
 
 
 def _finite_state(driver: Driver, n: int, when: str) -> JointState:
