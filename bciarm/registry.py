@@ -37,6 +37,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "pybullet_wheelchair": "bciarm.drivers.pybullet_wheelchair:PyBulletWheelchairDriver",
         "canopen402": "bciarm.drivers.canopen402:CanOpen402Driver",
         "franka": "bciarm.drivers.franka:FrankaDriver",
+        "ur": "bciarm.drivers.ur:URDriver",
     },
     "task": {
         "center_out": "bciarm.tasks.center_out:CenterOutTask",

@@ -50,14 +50,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from bciarm.drivers.base import Driver, DriverError, JointLimits, JointState, RobotModel
+from bciarm.drivers.pacing import DeviceClockPacer
 
 log = logging.getLogger("bciarm.drivers.franka")
 
@@ -110,6 +112,29 @@ def model_limits(model: RobotModel) -> JointLimits:
                        max_velocity=[i[11] for i in infos])
 
 
+def _within(fn: Callable[[], Any], timeout_s: float, message: str) -> Any:
+    """``fn()`` in a worker thread; TimeoutError(message) if it takes longer than ``timeout_s``.
+
+    A call that overruns is left to finish in its (daemon) thread.
+    """
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            result["error"] = exc
+
+    worker = threading.Thread(target=run, name="franka-recovery", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise TimeoutError(message)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
 class FrankaDriver(Driver):
     """A Franka arm (Panda or FR3) over libfranka via franky; see the module docstring.
 
@@ -142,6 +167,8 @@ class FrankaDriver(Driver):
         At most this many recoveries in ``recovery_window_s``; one more error
         raises DriverError.
     recovery_window_s : float
+    recovery_timeout_s : float
+        How long one recovery (or reconnect) may take before DriverError.
 
     Attributes
     ----------
@@ -165,10 +192,11 @@ class FrankaDriver(Driver):
     contract_requires: ClassVar[tuple[str, ...]] = ("franky", "franky_sim")
 
     def __init__(self, host: str = "127.0.0.1", scene: str | Path = "arm_table",
-                 command_timeout_s: float = 0.05, dynamics_factor: float = 1.0,
+                 command_timeout_s: float = 0.025, dynamics_factor: float = 1.0,
                  home_on_connect: bool = False, home_dynamics_factor: float = 0.2,
                  realtime_kernel: bool = False, auto_recover: bool = True,
-                 max_recoveries: int = 3, recovery_window_s: float = 60.0) -> None:
+                 max_recoveries: int = 3, recovery_window_s: float = 60.0,
+                 recovery_timeout_s: float = 5.0) -> None:
         super().__init__()
         from bciarm.sim.scene import load_scene
 
@@ -198,16 +226,16 @@ class FrankaDriver(Driver):
         self.auto_recover = bool(auto_recover)
         self.max_recoveries = int(max_recoveries)
         self.recovery_window_s = float(recovery_window_s)
+        self.recovery_timeout_s = float(recovery_timeout_s)
         self.errors: list[tuple[float, str, str]] = []
         self.recoveries: list[float] = []
         self.commands = 0
         self.last_command_t = -math.inf
         self.last_command_device_t = -math.inf
-        self.late_ticks = 0
+        self._pacer = DeviceClockPacer(self.device_time)
         self._franky: Any = None
         self._robot: Any = None
         self._limits: JointLimits | None = None
-        self._deadline: float | None = None
 
     # ------------------------------------------------------------------ Driver API
 
@@ -259,7 +287,7 @@ class FrankaDriver(Driver):
                 f"FrankaDriver: could not connect to the Franka at {self.host} "
                 f"({type(exc).__name__}: {exc}). Check that the robot is on, its brakes are "
                 f"unlocked and FCI is active in Desk, and that {self.host} is reachable; for "
-                f"the simulator run: franky-sim --simulator mujoco --hostname {self.host}"
+                f"the simulator run: python -m bciarm.testing.franky_sim --hostname {self.host}"
             ) from exc
         robot.relative_dynamics_factor = self.dynamics_factor
         robot.recover_from_errors()  # start clean: a robot left in a reflex will not move
@@ -276,7 +304,7 @@ class FrankaDriver(Driver):
         except Exception:
             self._robot = None
             raise
-        self._deadline = None
+        self._pacer.reset()
 
     def _device_limits(self, robot: Any) -> JointLimits:
         """The tighter of the kinematics URDF, the robot's own URDF and franky's limits."""
@@ -347,6 +375,62 @@ class FrankaDriver(Driver):
         except Exception:  # noqa: BLE001 - bookkeeping only; the next call reports errors
             pass
 
+    def command_cartesian_velocity(self, twist: Any, max_speed: float = 0.25,
+                                   max_angular_speed: float = 1.0) -> np.ndarray:
+        """Command an end-effector twist (franky ``CartesianVelocityMotion``).
+
+        ``twist`` is ``[vx, vy, vz, wx, wy, wz]`` in the robot's base frame
+        (m/s, rad/s).  Same last line of defence as joint commands: a
+        non-finite twist becomes zero (counted in ``rejected``), the linear
+        and angular parts are clipped to ``max_speed`` / ``max_angular_speed``
+        (counted in ``clamped``), and the motion lapses after
+        ``command_timeout_s`` unless renewed.  A motion of another kind
+        (joint velocity) preempts it, and vice versa.
+
+        Returns
+        -------
+        ndarray
+            The twist actually sent.
+        """
+        from bciarm.effectors.safety import clip_norm
+
+        self._require_connected()
+        try:
+            x = np.array(twist, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            x = None
+        if x is None or x.shape != (6,):
+            self.stop()
+            raise ValueError(f"command_cartesian_velocity needs 6 entries [vx, vy, vz, wx, wy, "
+                             f"wz], got {np.shape(twist)}; arm stopped")
+        if not np.all(np.isfinite(x)):
+            self.rejected += 1
+            log.warning("FrankaDriver: non-finite twist %s replaced by zero", x)
+            x = np.zeros(6)
+        lin, c1 = clip_norm(x[:3], max_speed)
+        ang, c2 = clip_norm(x[3:], max_angular_speed)
+        if c1 or c2:
+            self.clamped += 1
+        x = np.concatenate([lin, ang])
+        franky = self._franky
+        motion = franky.CartesianVelocityMotion(
+            franky.Twist(x[:3].tolist(), x[3:].tolist()),
+            duration=franky.Duration(max(1, round(self.command_timeout_s * 1e3))))
+        try:
+            self._robot.move(motion, asynchronous=True)
+        except Exception as exc:  # noqa: BLE001
+            self._recover("command", exc)
+            return np.zeros(6)
+        self.commands += 1
+        self.last_command_t = time.monotonic()
+        return x
+
+    def ee_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """The robot's own end-effector pose (``O_T_EE``): position (3) and rotation matrix."""
+        self._require_connected()
+        m = np.array(self._robot.state.O_T_EE.matrix, dtype=float)
+        return m[:3, 3].copy(), m[:3, :3].copy()
+
     def _close(self) -> None:
         robot, self._robot = self._robot, None
         try:
@@ -383,17 +467,25 @@ class FrankaDriver(Driver):
             raise DriverError(f"FrankaDriver at {self.host}: {where} failed ({what}); {why}. "
                               "Check the robot (Desk: errors, brakes, FCI) before going on") from exc
         log.warning("FrankaDriver at %s: %s failed (%s); recovering", self.host, where, what)
-        try:
+
+        def recover() -> Any:
+            robot = self._robot
             try:
-                self._robot.recover_from_errors()
-                self._robot.state  # noqa: B018 - raises if the connection is gone
+                robot.recover_from_errors()
+                robot.state  # noqa: B018 - raises if the connection is gone
+                return robot
             except Exception:  # noqa: BLE001 - connection lost: reconnect
-                self._robot = None
-                self._robot = self._open()
+                return self._open()
+
+        try:
+            # libfranka's calls block while a link is frozen (TCP stays open):
+            # bound the wait so the caller gets an answer.
+            self._robot = _within(recover, self.recovery_timeout_s,
+                                  f"no answer from the robot within {self.recovery_timeout_s} s")
         except Exception as exc2:  # noqa: BLE001
             raise DriverError(f"FrankaDriver at {self.host}: {where} failed ({what}) and "
                               f"recovery failed ({type(exc2).__name__}: {exc2})") from exc2
-        self._deadline = None  # the robot clock may have restarted
+        self._pacer.reset()  # the robot clock may have restarted
         self.recoveries.append(time.monotonic())
         log.warning("FrankaDriver at %s: recovered (%d in the last %.0f s)", self.host,
                     len(recent) + 1, self.recovery_window_s)
@@ -408,33 +500,19 @@ class FrankaDriver(Driver):
     def advance(self, dt: float) -> None:
         """Wait until the robot's clock reaches the next tick deadline (previous + ``dt``).
 
-        A caller that fell more than a tick behind is not made to catch up in
-        a burst: the deadline restarts from now.  If the robot's clock stops
-        (a frozen link), the wait gives up after ``4·dt + 0.1`` s of wall time
-        and counts a late tick; the watchdog has stopped the arm by then.
+        See :class:`~bciarm.drivers.pacing.DeviceClockPacer`; if the robot's
+        clock stops (a frozen link) the wait gives up after ``4·dt + 0.1`` s
+        and counts a late tick (the driver watchdog has stopped the arm by then).
         """
         self._require_connected()
-        dt = float(dt)
-        if not dt > 0:
-            raise ValueError(f"advance(dt={dt}) needs a positive dt")
         try:
-            now = self.device_time()
-        except Exception as exc:  # noqa: BLE001
+            self._pacer.wait(dt)
+        except ValueError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reading the robot's clock failed
             self._recover("read", exc)
-            return
-        if self._deadline is None or now > self._deadline + dt or now < self._deadline - 2 * dt:
-            self._deadline = now + dt
-        else:
-            self._deadline += dt
-        give_up = time.monotonic() + 4 * dt + 0.1
-        while now < self._deadline:
-            if time.monotonic() > give_up:
-                self.late_ticks += 1
-                self._deadline = None
-                return
-            time.sleep(min(0.001, max(self._deadline - now, 0.0)))
-            try:
-                now = self.device_time()
-            except Exception as exc:  # noqa: BLE001
-                self._recover("read", exc)
-                return
+
+    @property
+    def late_ticks(self) -> int:
+        """:meth:`advance` calls that gave up waiting for the robot's clock."""
+        return self._pacer.late_ticks
