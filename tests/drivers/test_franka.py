@@ -121,7 +121,7 @@ def test_kinematics_match_the_robots_own_model(sim):
                 ours, _ = kin.forward(q)
                 theirs = np.array(drv.robot.model.pose(franky.Frame.Flange, q, franky.Affine(),
                                                        franky.Affine()).translation)
-                assert np.linalg.norm(ours - theirs) < 1e-3, (q, ours, theirs)
+                assert np.linalg.norm(ours - theirs) < 1e-6, (q, ours, theirs)
         finally:
             kin.close()
         # Limits: never looser than the Panda URDF, and within franky's velocity limits.
