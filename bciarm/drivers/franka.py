@@ -464,8 +464,9 @@ class FrankaDriver(Driver):
         if not self.auto_recover or len(recent) >= self.max_recoveries:
             why = ("automatic recovery is off" if not self.auto_recover else
                    f"already recovered {len(recent)} times in {self.recovery_window_s:.0f} s")
-            raise DriverError(f"FrankaDriver at {self.host}: {where} failed ({what}); {why}. "
-                              "Check the robot (Desk: errors, brakes, FCI) before going on") from exc
+            raise DriverError(
+                f"FrankaDriver at {self.host}: {where} failed ({what}); {why}. "
+                "Check the robot (Desk: errors, brakes, FCI) before going on") from exc
         log.warning("FrankaDriver at %s: %s failed (%s); recovering", self.host, where, what)
 
         def recover() -> Any:

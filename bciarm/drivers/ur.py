@@ -332,7 +332,7 @@ class URDriver(Driver):
     # ------------------------------------------------------------------ faults and pacing
 
     def reset_fault(self) -> None:
-        """After a person cleared the stop on the pendant: re-upload the script, re-arm the watchdog.
+        """After a person cleared the stop on the pendant: restart the script, re-arm the watchdog.
 
         Raises
         ------

@@ -146,7 +146,7 @@ class FrankySim:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "FrankySim":
+    def start(self) -> FrankySim:
         """Start the server and wait until it listens.
 
         Raises
@@ -233,7 +233,7 @@ class FrankySim:
 
     # ------------------------------------------------------------------ context manager
 
-    def __enter__(self) -> "FrankySim":
+    def __enter__(self) -> FrankySim:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -258,8 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import franky_sim
-    from franky_sim.mujoco_simulator import (MUJOCO_DEFAULT_KP, MUJOCO_DEFAULT_KV,
-                                             MujocoSimulator)
+    from franky_sim.mujoco_simulator import MUJOCO_DEFAULT_KP, MUJOCO_DEFAULT_KV, MujocoSimulator
 
     from bciarm.sim.scene import load_scene
 

@@ -114,40 +114,40 @@ class URRTDEDouble:
                 double._call("control.__init__", hostname)
                 double.connected = True
 
-            def speedJ(self, qd: list[float], acceleration: float = 0.5,  # noqa: N802
+            def speedJ(self, qd: list[float], acceleration: float = 0.5,
                        time: float = 0.0) -> bool:
                 return double._speed_j(qd, acceleration)
 
-            def speedL(self, xd: list[float], acceleration: float = 0.25,  # noqa: N802
+            def speedL(self, xd: list[float], acceleration: float = 0.25,
                        time: float = 0.0) -> bool:
                 return double._speed_l(xd, acceleration)
 
-            def speedStop(self, a: float = 10.0) -> bool:  # noqa: N802
+            def speedStop(self, a: float = 10.0) -> bool:
                 return double._speed_stop(a)
 
-            def setWatchdog(self, min_frequency: float = 10.0) -> bool:  # noqa: N802
+            def setWatchdog(self, min_frequency: float = 10.0) -> bool:
                 with double.lock:
                     double._call("setWatchdog", min_frequency)
                     double.watchdog_period = 1.0 / float(min_frequency)
                     double.last_kick = time_now()
                     return True
 
-            def kickWatchdog(self) -> bool:  # noqa: N802
+            def kickWatchdog(self) -> bool:
                 with double.lock:
                     double._advance()
                     double._call("kickWatchdog")
                     double.last_kick = time_now()
                     return double.program_running
 
-            def isConnected(self) -> bool:  # noqa: N802
+            def isConnected(self) -> bool:
                 return double.connected
 
-            def isProgramRunning(self) -> bool:  # noqa: N802
+            def isProgramRunning(self) -> bool:
                 with double.lock:
                     double._advance()
                     return double.program_running
 
-            def reuploadScript(self) -> bool:  # noqa: N802
+            def reuploadScript(self) -> bool:
                 with double.lock:
                     double._advance()
                     double._call("reuploadScript")
@@ -157,7 +157,7 @@ class URRTDEDouble:
                     double.last_kick = time_now()
                     return True
 
-            def stopScript(self) -> None:  # noqa: N802
+            def stopScript(self) -> None:
                 with double.lock:
                     double._advance()
                     double._call("stopScript")
@@ -185,33 +185,33 @@ class URRTDEDouble:
                     double._advance()
                     return getattr(double, attr).tolist()
 
-            def getActualQ(self) -> list[float]:  # noqa: N802
+            def getActualQ(self) -> list[float]:
                 return self._get("q")
 
-            def getActualQd(self) -> list[float]:  # noqa: N802
+            def getActualQd(self) -> list[float]:
                 return self._get("qd")
 
-            def getActualTCPSpeed(self) -> list[float]:  # noqa: N802
+            def getActualTCPSpeed(self) -> list[float]:
                 return self._get("tcp_speed")
 
-            def getTimestamp(self) -> float:  # noqa: N802
+            def getTimestamp(self) -> float:
                 with double.lock:
                     double._advance()
                     return double.t_last - double.t0
 
-            def getSafetyMode(self) -> int:  # noqa: N802
+            def getSafetyMode(self) -> int:
                 return double.safety_mode
 
-            def getRobotMode(self) -> int:  # noqa: N802
+            def getRobotMode(self) -> int:
                 return ROBOT_MODE_RUNNING
 
-            def isProtectiveStopped(self) -> bool:  # noqa: N802
+            def isProtectiveStopped(self) -> bool:
                 return double.safety_mode == SAFETY_PROTECTIVE_STOP
 
-            def isEmergencyStopped(self) -> bool:  # noqa: N802
+            def isEmergencyStopped(self) -> bool:
                 return double.safety_mode == SAFETY_ROBOT_EMERGENCY_STOP
 
-            def isConnected(self) -> bool:  # noqa: N802
+            def isConnected(self) -> bool:
                 return double.connected
 
             def disconnect(self) -> None:

@@ -100,12 +100,12 @@ def test_check_driver_command_fails_plainly_without_a_robot():
 @pytest.mark.timeout(120)
 def test_kinematics_match_the_robots_own_model(sim):
     """The Panda URDF the arm effector uses vs. libfranka's model served by the robot."""
+    import dataclasses
+
     import franky
 
     from bciarm.drivers.franka import FrankaDriver
     from bciarm.effectors.kinematics import ArmKinematics
-
-    import dataclasses
 
     with FrankaDriver(host=sim.host) as drv:
         # The flange (panda_link8) in the robot's base frame: same frame as libfranka's O.
@@ -154,6 +154,31 @@ def test_driver_watchdog_stops_the_arm_within_100ms_of_intent_loss(sim):
         assert took <= WATCHDOG_BOUND_S
     finally:
         ctl.close()
+
+
+@pytest.mark.timeout(120)
+def test_cartesian_velocity_motion_moves_the_end_effector_and_lapses(sim):
+    from bciarm.drivers.franka import FrankaDriver
+
+    with FrankaDriver(host=sim.host, home_on_connect=True, home_dynamics_factor=0.5) as drv:
+        x0, _ = drv.ee_pose()
+        sent = None
+        for _ in range(40):
+            sent = drv.command_cartesian_velocity([0.05, 0.0, 0.0, 0.0, 0.0, 0.0])
+            drv.advance(0.01)
+        x1, _ = drv.ee_pose()
+        assert np.allclose(sent, [0.05, 0, 0, 0, 0, 0])
+        assert x1[0] - x0[0] > 0.01 and abs(x1[1] - x0[1]) < 0.005, (x0, x1)
+        # Clipped, and NaN becomes zero; then no renewal: the motion lapses and the arm rests.
+        assert np.allclose(drv.command_cartesian_velocity([1.0, 0, 0, 0, 0, 0])[:3],
+                           [0.25, 0, 0])
+        assert np.all(drv.command_cartesian_velocity([np.nan] * 6) == 0)
+        assert drv.rejected == 1 and drv.clamped == 1
+        for _ in range(30):
+            drv.advance(0.01)
+        assert np.all(np.abs(drv.read().velocity) < 0.01)
+        with pytest.raises(ValueError, match="6 entries"):
+            drv.command_cartesian_velocity([0.1, 0.0])
 
 
 @pytest.mark.timeout(120)
