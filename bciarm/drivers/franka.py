@@ -352,7 +352,11 @@ class FrankaDriver(Driver):
             s = self._robot.state
         except Exception as exc:  # noqa: BLE001
             self._recover("read", exc)
-            s = self._robot.state
+            try:
+                s = self._robot.state
+            except Exception as exc2:  # noqa: BLE001
+                raise DriverError(f"FrankaDriver at {self.host}: cannot read the robot's state "
+                                  f"after recovering ({type(exc2).__name__}: {exc2})") from exc2
         return JointState(position=np.array(s.q, dtype=float), velocity=np.array(s.dq, dtype=float),
                           t_s=float(s.time.to_sec()))
 

@@ -88,7 +88,8 @@ class URDriver(Driver):
     Parameters
     ----------
     host : str
-        The robot controller's address.
+        The robot controller's address (required to connect; no default, so
+        a forgotten parameter never reaches some other machine).
     command_timeout_s : float
         RTDE watchdog period: the robot stops if no command arrives for this long.
     accel : float
@@ -126,7 +127,7 @@ class URDriver(Driver):
     #: Modules the contract suite needs to build :meth:`contract_instance` (none: a test double).
     contract_requires: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, host: str = "192.168.1.10", command_timeout_s: float = 0.1,
+    def __init__(self, host: str | None = None, command_timeout_s: float = 0.1,
                  accel: float = 2.0, stop_decel: float = 4.0,
                  joint_names: Sequence[str] = UR_JOINTS,
                  max_velocity: float | Sequence[float] = 1.0,
@@ -197,6 +198,9 @@ class URDriver(Driver):
     # ------------------------------------------------------------------ Driver hooks
 
     def _connect(self) -> None:
+        if not self.host:
+            raise DriverError("URDriver needs the robot's address: host=ROBOT_IP "
+                              "(bciarm check-driver ur --param host=ROBOT_IP)")
         rtde = self._rtde_given if self._rtde_given is not None else _RTDEModules()
         try:
             self._receive = rtde.RTDEReceiveInterface(self.host)

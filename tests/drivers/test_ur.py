@@ -109,7 +109,7 @@ def test_connect_refuses_a_robot_in_a_safety_stop():
     double = URRTDEDouble()
     double.protective_stop()
     with pytest.raises(DriverError, match="protective stop; clear it on the pendant"):
-        URDriver(rtde=double).connect()
+        URDriver(host="ur-test-double", rtde=double).connect()
 
 
 def test_speedl_is_guarded(rig):
@@ -135,7 +135,7 @@ def test_stop_and_close_use_speedstop_then_end_the_script(rig):
 def test_missing_ur_rtde_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "rtde_control", None)  # import raises ImportError
     with pytest.raises(DriverError, match=r"pip install 'bciarm\[ur\]'"):
-        URDriver(host="192.0.2.1").connect()
+        URDriver(host="127.0.0.1").connect()
 
 
 def test_real_ur_rtde_installs_and_has_the_methods_the_driver_uses():
