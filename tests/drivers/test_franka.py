@@ -129,31 +129,51 @@ def test_kinematics_match_the_robots_own_model(sim):
         assert lim.n == 7 and drv.joint_names[0] == "panda_joint1"
 
 
-@pytest.mark.timeout(120)
-def test_driver_watchdog_stops_the_arm_within_100ms_of_intent_loss(sim):
-    """The whole control loop stops (intents, ticks, commands): the last motion lapses."""
+def stop_time_after_loss(sim, sign):
+    """Drive at the session's top speed, then stop everything; time to rest on the robot clock.
+
+    Returns (seconds from the last command to the first at-rest state, the
+    robot-clock gap before that state: the observation's resolution).
+    """
     drv, ctl = controller(sim)
     try:
-        st, _ = drive(ctl, [SESSION_SPEED, 0.0], 0.7)
+        st, _ = drive(ctl, [sign * SESSION_SPEED, 0.0], 0.7)
         v0 = st.velocity.copy()
-        assert np.linalg.norm(v0) > 0.9 * SESSION_SPEED * 0.9, v0
+        assert np.linalg.norm(v0) > 0.8 * SESSION_SPEED, v0
         t_last = drv.last_command_device_t
         along = v0 / np.linalg.norm(v0)
+        t_prev = t_last
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             s = drv.read()
             v = ctl.kinematics.jacobian(s.position)[:3] @ s.velocity
             if float(v @ along) < 0.005:  # at rest along the direction of motion (< 5 mm/s)
-                break
+                return s.t_s - t_last, s.t_s - t_prev, float(np.linalg.norm(v0)), drv
+            t_prev = s.t_s
             time.sleep(0.0005)
-        else:
-            pytest.fail(f"still moving at {v} m/s 5 s after the last command")
-        took = s.t_s - t_last
-        print(f"\nFranka at {np.linalg.norm(v0):.3f} m/s: at rest {took * 1e3:.0f} ms (robot "
-              f"clock) after the last command (driver watchdog {drv.command_timeout_s} s)")
-        assert took <= WATCHDOG_BOUND_S
+        pytest.fail(f"still moving at {v} m/s 5 s after the last command")
     finally:
         ctl.close()
+
+
+@pytest.mark.timeout(180)
+def test_driver_watchdog_stops_the_arm_within_100ms_of_intent_loss(sim):
+    """The whole control loop stops (intents, ticks, commands): the last motion lapses.
+
+    The rest moment lies between the last moving sample and the first resting
+    one; when this process was descheduled across it (a gap over 10 ms of
+    robot time) the observation cannot decide and is repeated (at most 3 times).
+    """
+    for attempt in range(3):
+        took, gap, speed, drv = stop_time_after_loss(sim, 1.0 if attempt % 2 == 0 else -1.0)
+        print(f"\nFranka at {speed:.3f} m/s: at rest {took * 1e3:.0f} ms (robot clock) after "
+              f"the last command, observed to {gap * 1e3:.1f} ms (driver watchdog "
+              f"{drv.command_timeout_s} s)")
+        if gap <= 0.010:
+            break
+    else:
+        pytest.fail("three observations too coarse to decide (machine overloaded)")
+    assert took <= WATCHDOG_BOUND_S
 
 
 @pytest.mark.timeout(120)
