@@ -171,6 +171,7 @@ main.add_command(_rt.estop)
 main.add_command(_rt.resume)
 main.add_command(_rt.keys)
 main.add_command(load_command("bciarm.commands.decode:decode"))
+main.add_command(load_command("bciarm.commands.check_driver:check_driver"))
 _bench = load_command("bciarm.commands.bench:bench")
 _bench.add_command(_rt.bench_bus)  # bciarm bench bus
 main.add_command(_bench)

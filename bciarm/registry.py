@@ -38,6 +38,8 @@ BUILTIN: dict[str, dict[str, str]] = {
         "pybullet_wheelchair": "bciarm.drivers.pybullet_wheelchair:PyBulletWheelchairDriver",
         "canopen402": "bciarm.drivers.canopen402:CanOpen402Driver",
         "pybullet_exo": "bciarm.drivers.pybullet_exo:PyBulletExoDriver",
+        "franka": "bciarm.drivers.franka:FrankaDriver",
+        "ur": "bciarm.drivers.ur:URDriver",
     },
     "task": {
         "center_out": "bciarm.tasks.center_out:CenterOutTask",

@@ -216,7 +216,7 @@ class Session:
                 self.progress(name, done_before + task.completed_trials(name), total,
                               rt.now_ns / NS_PER_S)
 
-        rt.run_for(max_s, until=finished, on_step=on_step, pace=1.0 if self.gui else None)
+        rt.run_for(max_s, until=finished, on_step=on_step, pace=self._pace())
         protocol.announce("block_end", block=name, mode=mode)
         rt.deliver()
         recorder = self._recorder()
@@ -226,6 +226,23 @@ class Session:
         if trials is not None and n < trials:
             log.warning("block %s ended on its time cap after %d of %d trials", name, n, trials)
         return BlockResult(name, mode, start_s, rt.now_ns / NS_PER_S, n)
+
+    def _pace(self) -> float | None:
+        """Real-time pacing for the inline runtime, or None (as fast as it goes).
+
+        Simulated devices run on simulated time.  A real device runs on its own
+        clock: a *paced* driver (Franka, UR) waits for it in ``advance()``, so
+        the runtime follows it by itself; any other real device (e.g. CANopen
+        drives) needs the runtime paced at wall-clock speed.  A GUI is paced too.
+        """
+        assert self.runtime is not None
+        if self.gui:
+            return 1.0
+        for node in self.runtime.nodes:
+            driver = getattr(getattr(node, "controller", None), "driver", None)
+            if driver is not None and not driver.simulated and not driver.paced:
+                return 1.0
+        return None
 
     def _recorder(self) -> Recorder | None:
         assert self.runtime is not None

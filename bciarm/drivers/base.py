@@ -156,6 +156,10 @@ class Driver(ABC):
     simulated : bool
         True when :meth:`advance` moves time (simulators); False for real
         devices whose time passes on the wall clock.
+    paced : bool
+        True when :meth:`advance` of a real device *waits* until ``dt`` of
+        device time has passed (so a control loop calling it runs at the
+        device's pace); False when it returns at once and the caller must wait.
     rejected : int
         Number of commands rejected (non-finite) and replaced by zero.
     clamped : int
@@ -163,6 +167,7 @@ class Driver(ABC):
     """
 
     simulated: ClassVar[bool] = False
+    paced: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._connected = False
@@ -293,7 +298,8 @@ class Driver(ABC):
         """Let ``dt`` seconds of device time pass.
 
         Simulated devices step their physics; real devices do nothing (their
-        time passes on the wall clock).
+        time passes on the wall clock) unless they are :attr:`paced`, in which
+        case this waits until the device's own clock has moved on by ``dt``.
         """
 
     def show_target(self, position: Any, radius: float) -> None:

@@ -15,8 +15,12 @@ only run them with the robot clear of people and obstacles.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import logging
 import time
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -30,11 +34,9 @@ VELOCITY_ABS_TOL = 0.02
 
 
 def _pass_time(driver: Driver, dt: float) -> None:
-    if driver.simulated:
-        driver.advance(dt)
-    else:
-        driver.advance(dt)
-        time.sleep(dt)
+    driver.advance(dt)
+    if not (driver.simulated or driver.paced):
+        time.sleep(dt)  # a real device that does not pace its caller: wait on the wall clock
 
 
 def _finite_state(driver: Driver, n: int, when: str) -> JointState:
@@ -49,14 +51,352 @@ def _finite_state(driver: Driver, n: int, when: str) -> JointState:
     return state
 
 
+class _RejectionFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "non-finite velocity command" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_rejections() -> Iterator[None]:
+    """Silence the driver's warning for the garbage the check sends on purpose."""
+    logger = logging.getLogger("bciarm.drivers")
+    filt = _RejectionFilter()
+    logger.addFilter(filt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(filt)
+
+
 def _safe_direction(limits: JointLimits, q: np.ndarray) -> np.ndarray:
     """+1/-1 per joint, pointing away from the nearer position limit."""
     return np.where(limits.upper - q >= q - limits.lower, 1.0, -1.0)
 
 
+@dataclass
+class CheckStep:
+    """The outcome of one driver check.
+
+    Attributes
+    ----------
+    name : str
+        Short name (``connect``, ``read state``, ``small motion``, ...).
+    ok : bool or None
+        True passed, False failed, None skipped (not applicable).
+    detail : str
+        Plain-language account: what was seen, or what is wrong.
+    seconds : float
+        Wall time the step took.
+    """
+
+    name: str
+    ok: bool | None
+    detail: str
+    seconds: float = 0.0
+
+
+@dataclass
+class DriverCheckReport:
+    """What :func:`run_driver_checks` found, step by step."""
+
+    driver: str
+    steps: list[CheckStep] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """True if no step failed (skipped steps do not fail)."""
+        return bool(self.steps) and all(s.ok is not False for s in self.steps)
+
+    @property
+    def failures(self) -> list[CheckStep]:
+        return [s for s in self.steps if s.ok is False]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"driver": self.driver, "passed": self.passed,
+                "steps": [dataclasses.asdict(s) for s in self.steps]}
+
+
+#: Check step names, in the order they run.
+STEP_NAMES = ("connect", "read state", "small motion", "stop", "watchdog", "speed limit",
+              "bad commands", "close")
+
+
+class _Checker:
+    """The driver checks as steps over one driver (see :func:`run_driver_checks`)."""
+
+    def __init__(self, make_driver: Callable[[], Driver], step_s: float, stop_within_s: float):
+        self.make_driver = make_driver
+        self.step_s = step_s
+        self.stop_within_s = stop_within_s
+        self.driver: Driver | None = None
+        self.name = getattr(make_driver, "__name__", "driver")
+
+    # -- helpers
+
+    def settle(self) -> float:
+        """Pass time until every joint is below 1 % of its limit; seconds taken (device time)."""
+        driver = self.driver
+        vmax = driver.limits.max_velocity
+        t0 = driver.read().t_s
+        steps = max(1, int(round(self.stop_within_s / self.step_s)))
+        for _ in range(steps):
+            _pass_time(driver, self.step_s)
+            state = driver.read()
+            if np.all(np.abs(state.velocity) <= 0.01 * vmax):
+                return float(state.t_s - t0)
+        v = driver.read().velocity
+        raise AssertionError(f"{self.name}: after stop() the joints still move at {v} rad/s "
+                             f"after {self.stop_within_s} s")
+
+    # -- steps (each returns a plain-language detail or raises AssertionError)
+
+    def connect(self) -> str:
+        driver = self.make_driver()
+        self.name = name = type(driver).__name__
+        assert isinstance(driver, Driver), f"{name} does not subclass bciarm.drivers.base.Driver"
+        self.driver = driver
+        driver.connect()
+        assert driver.connected, f"{name}.connected is False after connect()"
+        joints = tuple(driver.joint_names)
+        assert joints and all(isinstance(j, str) and j for j in joints), (
+            f"{name}.joint_names must be a non-empty tuple of names, got {joints!r}")
+        limits = driver.limits
+        assert limits.n == len(joints), (
+            f"{name}.limits has {limits.n} joints but joint_names has {len(joints)}")
+        return f"connected to {name}: {len(joints)} joints ({', '.join(joints)})"
+
+    def read_state(self) -> str:
+        driver, limits = self.driver, self.driver.limits
+        start = _finite_state(driver, limits.n, "after connect")
+        assert np.all(start.position >= limits.lower - 1e-3) and np.all(
+            start.position <= limits.upper + 1e-3), (
+            f"{self.name} starts outside its joint limits: q={start.position}")
+        return (f"position {np.round(start.position, 3).tolist()} rad, all finite and inside "
+                f"the joint limits")
+
+    def small_motion(self) -> str:
+        # A small safe motion (10 % of the speed limit, away from the nearer limit) must move.
+        driver, limits = self.driver, self.driver.limits
+        vmax, n, joints = limits.max_velocity, limits.n, driver.joint_names
+        start = driver.read()
+        direction = _safe_direction(limits, start.position)
+        for _ in range(20):
+            driver.command_velocity(0.1 * vmax * direction)
+            _pass_time(driver, self.step_s)
+        moved = _finite_state(driver, n, "during a small motion")
+        travel = np.abs(moved.position - start.position)
+        assert np.all(travel > 1e-3), (
+            f"{self.name}: commanding 10% of max velocity for {20 * self.step_s:.2f} s did not "
+            f"move joint(s) {[j for j, t in zip(joints, travel) if t <= 1e-3]} (travel {travel})")
+        return (f"every joint moved ({travel.min():.3f}–{travel.max():.3f} rad) at 10 % of its "
+                f"speed limit for {20 * self.step_s:.2f} s, away from its nearer limit")
+
+    def stop(self) -> str:
+        # stop() must bring the joints to rest within a bounded time.
+        self.driver.stop()
+        took = self.settle()
+        return f"at rest {took:.3f} s after stop() (bound {self.stop_within_s} s)"
+
+    def watchdog(self) -> str | None:
+        """Commands cease (no stop()): a driver with a watchdog must bring the device to rest."""
+        driver = self.driver
+        timeout = getattr(driver, "command_timeout_s", None)
+        if timeout is None:
+            return None
+        limits = driver.limits
+        vmax = limits.max_velocity
+        direction = _safe_direction(limits, driver.read().position)
+        for _ in range(10):
+            driver.command_velocity(0.1 * vmax * direction)
+            _pass_time(driver, self.step_s)
+        last = driver.read()
+        assert np.any(np.abs(last.velocity) > 0.02 * vmax), (
+            f"{self.name}: not moving before the watchdog test (velocity {last.velocity})")
+        bound = float(timeout) + self.stop_within_s
+        steps = max(1, int(round((bound + 0.5) / self.step_s)))
+        for _ in range(steps):
+            _pass_time(driver, self.step_s)  # and send nothing
+            state = driver.read()
+            if np.all(np.abs(state.velocity) <= 0.01 * vmax):
+                took = float(state.t_s - last.t_s)
+                assert took <= bound, (
+                    f"{self.name}: with no command for {took:.3f} s the device came to rest only "
+                    f"after its watchdog bound ({timeout} s + {self.stop_within_s} s)")
+                return (f"no command sent: at rest {took:.3f} s after the last one "
+                        f"(driver watchdog {timeout} s)")
+        raise AssertionError(
+            f"{self.name}: commands stopped, but after {steps * self.step_s:.1f} s the device "
+            f"still moves at {driver.read().velocity} rad/s; its watchdog "
+            f"(command_timeout_s={timeout}) did not stop it")
+
+    def speed_limit(self) -> str:
+        # 10x the speed limit: the driver must clamp, as the last line of defence.
+        driver, limits = self.driver, self.driver.limits
+        vmax, n, joints = limits.max_velocity, limits.n, driver.joint_names
+        ceiling = vmax * (1 + VELOCITY_REL_TOL) + VELOCITY_ABS_TOL
+        direction = _safe_direction(limits, driver.read().position)
+        sent = driver.command_velocity(10.0 * vmax * direction)
+        assert np.all(np.abs(sent) <= vmax + 1e-12), (
+            f"{self.name}.command_velocity sent {sent} for a 10x command; must clamp to {vmax}")
+        top = np.zeros(n)
+        for _ in range(5):
+            _pass_time(driver, self.step_s)
+            v = _finite_state(driver, n, "while commanded 10x the speed limit").velocity
+            top = np.maximum(top, np.abs(v))
+            over = np.abs(v) > ceiling
+            assert not np.any(over), (
+                f"{self.name}: commanded 10x the speed limit, joint(s) "
+                f"{[j for j, o in zip(joints, over) if o]} reached {np.abs(v)[over]} rad/s, "
+                f"above the limit {vmax[over]}")
+        driver.stop()
+        self.settle()
+        return (f"a 10x command was clamped to the limit; measured speed at most "
+                f"{float(np.max(top / vmax)):.0%} of the limit")
+
+    def bad_commands(self) -> str:
+        # NaN / Inf must become zero velocity, never motion.
+        driver, limits = self.driver, self.driver.limits
+        vmax, n = limits.max_velocity, limits.n
+        ceiling = vmax * (1 + VELOCITY_REL_TOL) + VELOCITY_ABS_TOL
+        for garbage in (np.full(n, np.nan), np.full(n, np.inf), np.full(n, -np.inf)):
+            with _quiet_rejections():
+                sent = driver.command_velocity(garbage)
+            assert np.all(sent == 0.0), (
+                f"{self.name}.command_velocity({garbage[0]}) sent {sent}; non-finite must "
+                f"become zero")
+            for _ in range(5):
+                _pass_time(driver, self.step_s)
+                v = _finite_state(driver, n, f"after a {garbage[0]} command").velocity
+                assert np.all(np.abs(v) <= ceiling), (
+                    f"{self.name}: after a {garbage[0]} command joints move at {v}, above "
+                    f"the limit")
+        assert np.all(np.abs(driver.read().velocity) <= 0.05 * vmax + 1e-3), (
+            f"{self.name}: non-finite commands did not bring the joints to rest "
+            f"(velocity {driver.read().velocity})")
+        # A wrong-size command is a programming error: it must raise, not move.
+        try:
+            driver.command_velocity(np.zeros(n + 1))
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"{self.name}.command_velocity accepted {n + 1} entries for "
+                                 f"{n} joints")
+        return "NaN and ±Inf commands became zero velocity; a wrong-size command was refused"
+
+    def close(self) -> str:
+        driver = self.driver
+        if driver is None:
+            return "nothing to close"
+        was_connected = driver.connected
+        driver.close()
+        assert not driver.connected, f"{self.name}.connected is still True after close()"
+        try:
+            driver.close()
+        except Exception as exc:  # noqa: BLE001 - any exception here is the failure we report
+            raise AssertionError(
+                f"{self.name}.close() a second time raised {exc!r}; it must be safe") from exc
+        if not was_connected:
+            return "released (it never connected); a second close() was harmless"
+        return "stopped and released; a second close() was harmless"
+
+
+def run_driver_checks(make_driver: Callable[[], Driver], step_s: float = 0.01,
+                      stop_within_s: float = 1.0, speed_limit: bool = True,
+                      progress: Callable[[CheckStep], None] | None = None) -> DriverCheckReport:
+    """Run the driver checks step by step and report every outcome.
+
+    Steps: ``connect``, ``read state``, ``small motion`` (10 % of the speed
+    limit, away from the nearer joint limit, 0.2 s), ``stop`` (at rest within
+    ``stop_within_s``), ``watchdog`` (a driver with a ``command_timeout_s``
+    attribute: commands cease without ``stop()`` and the device must come to
+    rest within ``command_timeout_s + stop_within_s``; skipped for drivers
+    without a device-side watchdog, e.g. simulations whose motors hold their
+    last command), ``speed limit`` (a 10× command is clamped; moves every
+    joint at its full speed limit for a few ticks), ``bad commands`` (NaN/Inf
+    become zero, a wrong-size command is refused), ``close``.  After a
+    failure the remaining motion steps are skipped and the device is stopped
+    and closed.
+
+    Parameters
+    ----------
+    make_driver : callable
+        Returns a new, unconnected driver.
+    step_s : float
+        Time step used with ``advance`` (a multiple of a simulator's physics step).
+    stop_within_s : float
+        Bound on coming to rest after ``stop()``, or after the watchdog's timeout.
+    speed_limit : bool
+        Run the ``speed limit`` step (full-speed motion for ~50 ms).
+    progress : callable, optional
+        Called with each :class:`CheckStep` as it completes.
+
+    Returns
+    -------
+    DriverCheckReport
+    """
+    checker = _Checker(make_driver, step_s, stop_within_s)
+    report = DriverCheckReport(checker.name)
+    steps: list[tuple[str, Callable[[], str | None]]] = [
+        ("connect", checker.connect), ("read state", checker.read_state),
+        ("small motion", checker.small_motion), ("stop", checker.stop),
+        ("watchdog", checker.watchdog), ("speed limit", checker.speed_limit),
+        ("bad commands", checker.bad_commands)]
+    failed = False
+
+    def record(step: CheckStep) -> None:
+        report.steps.append(step)
+        if progress is not None:
+            progress(step)
+
+    for name, fn in steps:
+        if failed or (name == "speed limit" and not speed_limit):
+            why = ("not run after an earlier failure" if failed
+                   else "not run (moves every joint at its full speed limit; ask for it)")
+            record(CheckStep(name, None, why))
+            continue
+        t0 = time.monotonic()
+        try:
+            detail = fn()
+        except AssertionError as exc:
+            failed = True
+            record(CheckStep(name, False, str(exc), time.monotonic() - t0))
+        except Exception as exc:  # noqa: BLE001 - a driver error is a failed check, said plainly
+            failed = True
+            record(CheckStep(name, False, f"{checker.name} raised {type(exc).__name__}: {exc}",
+                             time.monotonic() - t0))
+        else:
+            if detail is None:
+                detail = (f"{checker.name} has no driver-side watchdog (command_timeout_s): a "
+                          "simulation whose motors hold their last command; the effector's "
+                          "watchdog stops it")
+                record(CheckStep(name, None, detail, time.monotonic() - t0))
+            else:
+                record(CheckStep(name, True, detail, time.monotonic() - t0))
+        if failed and checker.driver is not None and checker.driver.connected:
+            try:
+                checker.driver.stop()
+            except Exception:  # noqa: BLE001 - close() below tries again
+                pass
+    report.driver = checker.name
+    t0 = time.monotonic()
+    try:
+        detail = checker.close()
+    except AssertionError as exc:
+        record(CheckStep("close", False, str(exc), time.monotonic() - t0))
+    except Exception as exc:  # noqa: BLE001
+        record(CheckStep("close", False, f"{checker.name}.close() raised "
+                                         f"{type(exc).__name__}: {exc}", time.monotonic() - t0))
+    else:
+        record(CheckStep("close", True, detail, time.monotonic() - t0))
+    return report
+
+
 def check_driver(make_driver: Callable[[], Driver], step_s: float = 0.01,
                  stop_within_s: float = 1.0) -> None:
     """Check that a driver honours the :class:`~bciarm.drivers.base.Driver` contract.
+
+    Runs every step of :func:`run_driver_checks` (the speed-limit step
+    included) and raises on the first failure.
 
     Parameters
     ----------
@@ -72,96 +412,9 @@ def check_driver(make_driver: Callable[[], Driver], step_s: float = 0.01,
     AssertionError
         Naming the broken promise.
     """
-    driver = make_driver()
-    name = type(driver).__name__
-    assert isinstance(driver, Driver), f"{name} does not subclass bciarm.drivers.base.Driver"
-    try:
-        driver.connect()
-        assert driver.connected, f"{name}.connected is False after connect()"
-        joints = tuple(driver.joint_names)
-        assert joints and all(isinstance(j, str) and j for j in joints), (
-            f"{name}.joint_names must be a non-empty tuple of names, got {joints!r}")
-        limits = driver.limits
-        n = len(joints)
-        assert limits.n == n, f"{name}.limits has {limits.n} joints but joint_names has {n}"
-        vmax = limits.max_velocity
-        ceiling = vmax * (1 + VELOCITY_REL_TOL) + VELOCITY_ABS_TOL
-
-        start = _finite_state(driver, n, "after connect")
-        assert np.all(start.position >= limits.lower - 1e-3) and np.all(
-            start.position <= limits.upper + 1e-3), (
-            f"{name} starts outside its joint limits: q={start.position}")
-
-        # A small safe motion (10 % of the speed limit, away from the nearer limit) must move.
-        direction = _safe_direction(limits, start.position)
-        for _ in range(20):
-            driver.command_velocity(0.1 * vmax * direction)
-            _pass_time(driver, step_s)
-        moved = _finite_state(driver, n, "during a small motion")
-        travel = np.abs(moved.position - start.position)
-        assert np.all(travel > 1e-3), (
-            f"{name}: commanding 10% of max velocity for {20 * step_s:.2f} s did not move joint(s) "
-            f"{[j for j, t in zip(joints, travel) if t <= 1e-3]} (travel {travel})")
-
-        # stop() must bring the joints to rest within a bounded time.
-        driver.stop()
-        steps = max(1, int(round(stop_within_s / step_s)))
-        for k in range(steps):
-            _pass_time(driver, step_s)
-            if np.all(np.abs(driver.read().velocity) <= 0.01 * vmax):
-                break
-        else:
-            v = driver.read().velocity
-            raise AssertionError(f"{name}: after stop() the joints still move at {v} rad/s "
-                                 f"after {stop_within_s} s")
-
-        # 10x the speed limit: the driver must clamp, as the last line of defence.
-        q = driver.read().position
-        direction = _safe_direction(limits, q)
-        sent = driver.command_velocity(10.0 * vmax * direction)
-        assert np.all(np.abs(sent) <= vmax + 1e-12), (
-            f"{name}.command_velocity sent {sent} for a 10x command; must clamp to {vmax}")
-        for k in range(5):
-            _pass_time(driver, step_s)
-            v = _finite_state(driver, n, "while commanded 10x the speed limit").velocity
-            over = np.abs(v) > ceiling
-            assert not np.any(over), (
-                f"{name}: commanded 10x the speed limit, joint(s) "
-                f"{[j for j, o in zip(joints, over) if o]} reached {np.abs(v)[over]} rad/s, "
-                f"above the limit {vmax[over]}")
-        driver.stop()
-        for _ in range(steps):
-            _pass_time(driver, step_s)
-
-        # NaN / Inf must become zero velocity, never motion.
-        for garbage in (np.full(n, np.nan), np.full(n, np.inf), np.full(n, -np.inf)):
-            sent = driver.command_velocity(garbage)
-            assert np.all(sent == 0.0), (
-                f"{name}.command_velocity({garbage[0]}) sent {sent}; non-finite must become zero")
-            for _ in range(5):
-                _pass_time(driver, step_s)
-                v = _finite_state(driver, n, f"after a {garbage[0]} command").velocity
-                assert np.all(np.abs(v) <= ceiling), (
-                    f"{name}: after a {garbage[0]} command joints move at {v}, above the limit")
-        assert np.all(np.abs(driver.read().velocity) <= 0.05 * vmax + 1e-3), (
-            f"{name}: non-finite commands did not bring the joints to rest "
-            f"(velocity {driver.read().velocity})")
-
-        # A wrong-size command is a programming error: it must raise, not move.
-        try:
-            driver.command_velocity(np.zeros(n + 1))
-        except ValueError:
-            pass
-        else:
-            raise AssertionError(f"{name}.command_velocity accepted {n + 1} entries for {n} joints")
-    finally:
-        driver.close()
-    assert not driver.connected, f"{name}.connected is still True after close()"
-    try:
-        driver.close()
-    except Exception as exc:  # noqa: BLE001 - any exception here is the failure we report
-        raise AssertionError(
-            f"{name}.close() a second time raised {exc!r}; it must be safe") from exc
+    report = run_driver_checks(make_driver, step_s, stop_within_s, speed_limit=True)
+    for step in report.failures:
+        raise AssertionError(step.detail)
 
 
 # --------------------------------------------------------------------------- effectors
