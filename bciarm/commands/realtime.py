@@ -31,8 +31,10 @@ def find_runtime(session: Path | None) -> dict[str, Any]:
     return info
 
 
-def operator_request(info: dict[str, Any], cmd: str, timeout_s: float = 3.0) -> dict[str, Any]:
-    """Send one command to the supervisor; raise ClickException if it does not answer."""
+def operator_request(info: dict[str, Any], cmd: str, timeout_s: float = 3.0,
+                     **args: Any) -> dict[str, Any]:
+    """Send one command (with ``args``) to the supervisor; raise ClickException if it does
+    not answer."""
     import zmq
 
     ctx = zmq.Context()
@@ -42,7 +44,7 @@ def operator_request(info: dict[str, Any], cmd: str, timeout_s: float = 3.0) -> 
     s.sndtimeo = int(timeout_s * 1000)
     try:
         s.connect(info["operator"])
-        s.send(json.dumps({"cmd": cmd}).encode())
+        s.send(json.dumps({"cmd": cmd, **args}).encode())
         return json.loads(s.recv())
     except zmq.Again:
         raise click.ClickException(

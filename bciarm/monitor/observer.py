@@ -1,0 +1,198 @@
+"""The monitor's view of a running session: decoded messages in, operator commands out.
+
+:class:`SessionObserver` is all the monitor knows about a session.  Two
+backends implement it:
+
+* :class:`RealtimeObserver` attaches to a real-time session (``bciarm run
+  --mode realtime``) found through ``runtime.json``: it subscribes to every
+  topic of the bus and sends operator commands to the supervisor exactly as
+  ``bciarm estop | resume | status`` do (:func:`bciarm.commands.realtime.operator_request`).
+* :class:`bciarm.monitor.inline.InlineObserver` runs an inline session in
+  this process (paced at real time) and taps its bus.
+
+A backend's :meth:`~SessionObserver.pump` runs in its own thread (sockets are
+created in the thread that uses them) and hands each decoded message to a
+sink; :meth:`~SessionObserver.command` and :meth:`~SessionObserver.health`
+may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bciarm.bus.messages import Message
+
+#: sink(topic, message) — called from the pump thread.
+Sink = Callable[[str, Message], None]
+
+#: Operator commands and their argument (None: no argument).  Settings are bounded
+#: (lower bound 0): ``assist`` level ≤ 1, ``gain`` ≤ 3.
+COMMANDS: dict[str, tuple[str, float] | None] = {
+    "estop": None, "resume": None, "pause": None, "start": None,
+    "assist": ("level", 1.0), "gain": ("gain", 3.0),
+}
+
+
+class CommandError(ValueError):
+    """An operator command was malformed or refused; the message says why."""
+
+
+def check_command(cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Validate an operator command; return its arguments (``{}`` or ``{key: float}``)."""
+    if cmd not in COMMANDS:
+        raise CommandError(f"unknown command {cmd!r}; known: {', '.join(COMMANDS)}")
+    spec = COMMANDS[cmd]
+    if spec is None:
+        return {}
+    key, hi = spec
+    try:
+        value = float(args[key])
+    except (KeyError, TypeError, ValueError):
+        raise CommandError(f"{cmd} needs a number {key!r}") from None
+    if not 0.0 <= value <= hi:
+        raise CommandError(f"{cmd} {key} must be in [0, {hi:g}], got {value}")
+    return {key: value}
+
+
+class SessionObserver(abc.ABC):
+    """A running session as the monitor sees it."""
+
+    #: "realtime" or "inline"
+    kind: str = ""
+
+    @abc.abstractmethod
+    def pump(self, sink: Sink, stop: threading.Event) -> None:
+        """Hand every message of every topic to ``sink`` until ``stop`` is set or the
+        session ends (blocking; run it in a thread)."""
+
+    @abc.abstractmethod
+    def command(self, cmd: str, **args: Any) -> dict[str, Any]:
+        """Send an operator command (:data:`COMMANDS`) through the session's control path.
+
+        Raises
+        ------
+        CommandError
+            Malformed command, or the session refused or did not answer.
+        """
+
+    @abc.abstractmethod
+    def health(self) -> dict[str, Any]:
+        """``bciarm status --json``'s reply: ``estopped``, ``held``, ``groups`` (per process:
+        ``state``, ``hb_age_ms``, ``restarts``, ``nodes`` with ``counters`` and latency)."""
+
+    @property
+    @abc.abstractmethod
+    def session_dir(self) -> Path | None:
+        """The session folder (None before it exists)."""
+
+    def ended(self) -> bool:
+        """True once the session is over."""
+        return False
+
+
+class RealtimeObserver(SessionObserver):
+    """Attach to a real-time session through its ``runtime.json``.
+
+    Parameters
+    ----------
+    session : Path, optional
+        The session folder; default: the current session
+        (``$BCIARM_RUNTIME_DIR/current.json``), as for ``bciarm status``.
+    """
+
+    kind = "realtime"
+
+    def __init__(self, session: Path | None = None) -> None:
+        from bciarm.commands.realtime import find_runtime
+
+        self.info = _unclick(find_runtime, session)
+        self._dir = Path(self.info["session_dir"])
+        self._ended = False
+
+    @property
+    def session_dir(self) -> Path:
+        return self._dir
+
+    def _security(self) -> dict[str, Any] | None:
+        from bciarm.bus.security import security_spec
+        from bciarm.config import load_config
+
+        cfg, _ = load_config(self._dir / "config.yaml")
+        return security_spec(cfg.security, cfg.realtime.keys_dir)
+
+    def pump(self, sink: Sink, stop: threading.Event) -> None:
+        import zmq
+
+        from bciarm.bus import codec
+        from bciarm.bus.realtime import configure_curve, sub_prefixes
+
+        # A subscriber like any node process's (same CURVE client set-up, same codec
+        # validation), subscribed to every topic as the recorder is.
+        ctx = zmq.Context()
+        sub = ctx.socket(zmq.SUB)
+        sub.linger = 0
+        sub.rcvhwm = 10000
+        configure_curve(sub, self._security())
+        for p in sub_prefixes(("*",)):
+            sub.setsockopt(zmq.SUBSCRIBE, p)
+        sub.connect(self.info["endpoints"]["xpub"])
+        try:
+            while not stop.is_set():
+                if not sub.poll(100):
+                    if not (self._dir / "runtime.json").exists() or self._runtime_state() == "ended":
+                        self._ended = True
+                        return
+                    continue
+                for _ in range(1000):
+                    try:
+                        parts = sub.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if len(parts) != 2:
+                        continue
+                    try:
+                        topic, msg = codec.decode(*parts)
+                    except codec.CodecError:
+                        continue  # the nodes count rejections; the monitor only shows
+                    sink(topic, msg)
+        finally:
+            ctx.destroy(linger=0)
+
+    def _runtime_state(self) -> str:
+        import json
+
+        try:
+            return json.loads((self._dir / "runtime.json").read_text()).get("state", "")
+        except (OSError, ValueError):
+            return ""
+
+    def command(self, cmd: str, **args: Any) -> dict[str, Any]:
+        from bciarm.commands.realtime import operator_request
+
+        args = check_command(cmd, args)
+        reply = _unclick(operator_request, self.info, cmd, **args)
+        if not reply.get("ok"):
+            raise CommandError(str(reply.get("error", "refused")))
+        return reply
+
+    def health(self) -> dict[str, Any]:
+        from bciarm.commands.realtime import operator_request
+
+        return _unclick(operator_request, self.info, "status", timeout_s=1.0)
+
+    def ended(self) -> bool:
+        return self._ended
+
+
+def _unclick(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a CLI helper, turning its ClickException into a :class:`CommandError`."""
+    import click
+
+    try:
+        return fn(*args, **kwargs)
+    except click.ClickException as exc:
+        raise CommandError(exc.format_message()) from None
