@@ -1,0 +1,81 @@
+"""Operator settings the console sends: decoder gain and computer assistance (decoder node),
+and their validation (observer and supervisor share the bounds)."""
+
+import numpy as np
+import pytest
+
+from bciarm.bus.messages import EffectorState, Event, TaskState
+from bciarm.bus.supervisor import OPERATOR_SETTINGS
+from bciarm.monitor.observer import COMMANDS, CommandError, check_command
+from tests.test_decoder_node import SumDecoder, _block, _frame, _node
+
+from bciarm.bus.harness import NodeHarness
+
+
+def _setting(h, kind, **data):
+    h.send("event", h.make("event", Event, kind=kind, data=data))
+
+
+def _running():
+    node = _node(transform="none", assist_speed=0.1)
+    node.set_decoder(SumDecoder())
+    h = NodeHarness(node)
+    _block(h, "closed_loop")
+    return node, h
+
+
+def _last_intent(h, counts=(1, 1, 0, 0)):
+    h.clear()
+    h.send("neural", _frame(h, list(counts)))
+    (intent,) = h.sent("intent")
+    return intent.velocity
+
+
+def test_gain_scales_the_decoded_velocity_and_bad_values_are_refused():
+    node, h = _running()
+    assert _last_intent(h).tolist() == [2.0, -2.0]
+    _setting(h, "gain", gain=0.5)
+    assert _last_intent(h).tolist() == [1.0, -1.0]
+    for bad in (-1.0, 4.0, "x"):
+        _setting(h, "gain", gain=bad)
+    _setting(h, "gain", gain=float("nan"))  # the codec already rejects NaN on the bus
+    assert node.gain == 0.5  # unchanged
+    assert node.counters.rejected_by_reason["bad_gain"] == 3
+    assert _last_intent(h).tolist() == [1.0, -1.0]
+
+
+def test_assist_blends_toward_the_target():
+    node, h = _running()
+    # Effector at the origin, target 0.2 m along +y (far: full assist_speed toward it).
+    h.send("state.arm", h.make("state.arm", EffectorState, position=np.zeros(3),
+                               velocity=np.zeros(3), joint_position=np.zeros(7),
+                               joint_velocity=np.zeros(7)))
+    h.send("task", h.make("task", TaskState, block="b", trial=0, phase="reach",
+                          mode="closed_loop", target=np.array([0.0, 0.2, 0.0])))
+    _setting(h, "assist", level=0.25)
+    decoded = np.array([2.0, -2.0])
+    ideal = np.array([0.0, 0.1])
+    np.testing.assert_allclose(_last_intent(h), 0.75 * decoded + 0.25 * ideal)
+    _setting(h, "assist", level=1.0)
+    np.testing.assert_allclose(_last_intent(h), ideal)
+    # Within 0.1 m the ideal speed falls linearly (no overshoot at the target).
+    h.send("state.arm", h.make("state.arm", EffectorState, position=np.array([0.0, 0.15, 0.0]),
+                               velocity=np.zeros(3), joint_position=np.zeros(7),
+                               joint_velocity=np.zeros(7)))
+    np.testing.assert_allclose(_last_intent(h), [0.0, 0.05])
+    # No trial running (idle): no target, assistance does nothing.
+    h.send("task", h.make("task", TaskState, block="b", trial=0, phase="idle",
+                          mode="closed_loop", target=np.zeros(3)))
+    np.testing.assert_allclose(_last_intent(h), decoded)
+
+
+def test_console_and_supervisor_agree_on_commands():
+    for cmd, (key, hi) in OPERATOR_SETTINGS.items():
+        assert COMMANDS[cmd] == (key, hi)
+        assert check_command(cmd, {key: hi}) == {key: hi}
+        with pytest.raises(CommandError):
+            check_command(cmd, {key: hi + 0.01})
+    with pytest.raises(CommandError, match="unknown command"):
+        check_command("self_destruct", {})
+    with pytest.raises(CommandError, match="needs a number"):
+        check_command("gain", {})
