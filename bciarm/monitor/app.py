@@ -17,14 +17,15 @@ import json
 import logging
 import secrets
 import threading
+import time
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (HTMLResponse, JSONResponse, PlainTextResponse, Response,
+                                 StreamingResponse)
 from starlette.routing import Route
-from starlette.responses import StreamingResponse
 
 from bciarm.monitor.live import LiveState
 from bciarm.monitor.observer import CommandError, SessionObserver
@@ -137,6 +138,7 @@ class Monitor:
                                  headers={"Cache-Control": "no-store"})
 
     async def command(self, request: Request) -> Response:
+        t_recv = time.monotonic_ns()
         if not self.authorised(request):
             return self._denied()
         try:
@@ -146,13 +148,19 @@ class Monitor:
             return JSONResponse({"ok": False, "error": "send JSON {\"cmd\": ...}"},
                                 status_code=400)
         try:
-            reply = await run_in_threadpool(self.observer.command, cmd, **body)
+            if cmd == "estop":
+                # No thread-pool hop for the e-stop: it is short and must not queue.
+                reply = self.observer.command(cmd, **body)
+            else:
+                reply = await run_in_threadpool(self.observer.command, cmd, **body)
         except CommandError as exc:
             return JSONResponse({"ok": False, "error": str(exc)}, status_code=409)
         except TypeError as exc:
             return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
         log.warning("operator: %s %s", cmd, body)
-        return JSONResponse({"ok": True, **reply})
+        # When the request arrived and was answered (monotonic ns): the page shows the delay.
+        return JSONResponse({"ok": True, **reply, "t_recv_ns": t_recv,
+                             "t_reply_ns": time.monotonic_ns()})
 
 
 def serve(monitor: Monitor, host: str = "127.0.0.1", port: int = 8765,

@@ -112,6 +112,10 @@ class RealtimeObserver(SessionObserver):
         self.info = _unclick(find_runtime, session)
         self._dir = Path(self.info["session_dir"])
         self._ended = False
+        import zmq
+
+        # One context for every command (a new one per e-stop would cost time).
+        self._ctx = zmq.Context()
 
     @property
     def session_dir(self) -> Path:
@@ -174,7 +178,7 @@ class RealtimeObserver(SessionObserver):
         from bciarm.commands.realtime import operator_request
 
         args = check_command(cmd, args)
-        reply = _unclick(operator_request, self.info, cmd, **args)
+        reply = _unclick(operator_request, self.info, cmd, context=self._ctx, **args)
         if not reply.get("ok"):
             raise CommandError(str(reply.get("error", "refused")))
         return reply
@@ -182,7 +186,7 @@ class RealtimeObserver(SessionObserver):
     def health(self) -> dict[str, Any]:
         from bciarm.commands.realtime import operator_request
 
-        return _unclick(operator_request, self.info, "status", timeout_s=1.0)
+        return _unclick(operator_request, self.info, "status", timeout_s=1.0, context=self._ctx)
 
     def ended(self) -> bool:
         return self._ended

@@ -92,16 +92,25 @@ const token = new URLSearchParams(location.search).get("token") || "";
 const $ = (id) => document.getElementById(id);
 let last = null;
 
+// Every command: press time (wall clock, ms) and how long the session took to acknowledge.
+window.lastCommand = null;
 async function send(cmd, extra) {
+  const pressed = performance.timeOrigin + performance.now();
+  window.lastCommand = {cmd: cmd, pressed_ms: pressed, ack_ms: null, ok: null};
   const body = Object.assign({cmd: cmd}, extra || {});
   try {
     const r = await fetch("/api/command?token=" + encodeURIComponent(token), {
       method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
     const j = await r.json();
-    $("msg").textContent = j.ok ? (cmd + ": done") : (cmd + " refused: " + j.error);
+    const ack = performance.timeOrigin + performance.now() - pressed;
+    Object.assign(window.lastCommand, {ack_ms: ack, ok: j.ok, reply: j});
+    $("msg").textContent = j.ok ? (cmd + ": done (acknowledged in " + ack.toFixed(0) + " ms)")
+                                : (cmd + " refused: " + j.error);
   } catch (e) { $("msg").textContent = cmd + " failed: " + e; }
 }
-$("estop").addEventListener("click", () => send("estop"));
+// E-STOP acts on press (pointerdown), not on release.
+$("estop").addEventListener("pointerdown", (ev) => { ev.preventDefault(); send("estop"); });
+$("estop").addEventListener("keydown", (ev) => { if (ev.key === "Enter") send("estop"); });
 $("resume").addEventListener("click", () => send("resume"));
 $("pause").addEventListener("click", () => send("pause"));
 $("start").addEventListener("click", () => send("start"));
@@ -234,6 +243,8 @@ function render(s) {
   drawView(s); drawTrace(s); drawHeat(s);
 }
 
+// Warm the connection the commands use, and draw the first picture at once.
+fetch("/api/state?token=" + encodeURIComponent(token)).then((r) => r.json()).then(render).catch(() => {});
 const es = new EventSource("/api/stream?token=" + encodeURIComponent(token));
 es.onmessage = (m) => render(JSON.parse(m.data));
 es.onerror = () => { $("banner").className = "ended"; $("banner").textContent = "monitor disconnected"; };

@@ -72,6 +72,22 @@ def _status(env: dict) -> dict:
     return json.loads(out.stdout)
 
 
+def _press_ns(page, cmd: str) -> int:
+    """When the page saw the press (its handler's clock), on this machine's monotonic clock
+    (the clock of the recorded headers)."""
+    page.wait_for_function("window.lastCommand && window.lastCommand.ack_ms !== null",
+                           timeout=5000)
+    last = page.evaluate("window.lastCommand")
+    assert last["cmd"] == cmd and last["ok"], last
+    offset = time.time_ns() - time.monotonic_ns()  # wall → monotonic, same machine
+    t = round(last["pressed_ms"] * 1e6) - offset
+    r = last["reply"]
+    print(f"{cmd}: press → monitor {(r['t_recv_ns'] - t) / 1e6:.1f} ms, monitor handled it in "
+          f"{(r['t_reply_ns'] - r['t_recv_ns']) / 1e6:.1f} ms, page saw the reply after "
+          f"{last['ack_ms']:.1f} ms")
+    return t
+
+
 def test_monitor_in_chromium(tmp_path, runtime_dir, spawn):  # noqa: F811
     _chromium_or_skip()
     from playwright.sync_api import sync_playwright
@@ -133,22 +149,22 @@ def test_monitor_in_chromium(tmp_path, runtime_dir, spawn):  # noqa: F811
                 return s["effectors"].get("arm", {}).get("speed", 0.0)
 
             wait_for(lambda: arm_speed() > 0.05, 30, "the arm moving (calibration)")
-            t_click = time.monotonic_ns()
             page.click("#estop")
             page.wait_for_function(
                 "document.getElementById('banner').textContent === 'E-STOP LATCHED'",
                 timeout=5000)
+            t_click = _press_ns(page, "estop")
             assert _status(env)["estopped"] is True
             page.click("#resume")
             page.wait_for_function("document.getElementById('banner').textContent === 'running'",
                                    timeout=5000)
             assert _status(env)["estopped"] is False
             wait_for(lambda: arm_speed() > 0.05, 30, "the arm moving again after resume")
-            t_space = time.monotonic_ns()
             page.keyboard.press("Space")  # the Space bar is an E-STOP too
             page.wait_for_function(
                 "document.getElementById('banner').textContent === 'E-STOP LATCHED'",
                 timeout=5000)
+            t_space = _press_ns(page, "estop")
             page.click("#resume")
             page.wait_for_function("document.getElementById('banner').textContent === 'running'",
                                    timeout=5000)
