@@ -59,7 +59,7 @@ class SessionData:
     intents: dict[str, np.ndarray]
     #: neural frames: t_s (acquisition), seq, counts (n, channels), bin_s
     neural: dict[str, Any]
-    #: frame acquisition -> effector state latency, ms, of states driven by an intent
+    #: frame acquisition -> the first effector state driven by that frame's intent, ms
     state_latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
     guard_counts: Counter = field(default_factory=Counter)
     log_truncated: bool = False
@@ -115,6 +115,7 @@ def load_session(path: str | Path) -> SessionData:
     neural: dict[str, list] = {"t_s": [], "seq": [], "counts": []}
     bin_s = None
     state_lat: list[float] = []
+    seen_seq: set[int] = set()
     guards: Counter = Counter()
     reader = LogReader(log_path)
     for rec in reader:
@@ -131,7 +132,10 @@ def load_session(path: str | Path) -> SessionData:
             s["velocity"].append(msg.velocity)
             s["estopped"].append(msg.estopped)
             guards.update(g for g in msg.guards if g not in ROUTINE_GUARDS)
-            if h.neural_t_ns >= 0:
+            # The first state that applied each intent: later ticks carry the same
+            # provenance while the intent is fresh, which would count its age, not latency.
+            if h.neural_t_ns >= 0 and h.neural_seq not in seen_seq:
+                seen_seq.add(h.neural_seq)
                 state_lat.append((h.t_ns - h.neural_t_ns) / 1e6)
         elif isinstance(msg, TaskState):
             task["t_s"].append(h.t_ns / 1e9)

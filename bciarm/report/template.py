@@ -32,9 +32,11 @@ TEMPLATE = """<!doctype html>
 
 {% if plan %}<h2 id="plan">Session plan</h2>
 <p>Plan <code>{{ plan.name }}</code>{% if plan.unattended %} (run unattended, --yes){% endif %}.</p>
-<table><tr><th>block</th><th>kind</th><th>confirmed by</th><th>decoder after</th></tr>
-{% for b in plan.blocks %}<tr><td>{{ b.name }}</td><td>{{ b.kind }}</td><td>{{ b.confirmed_by }}</td>
-<td>{{ b.decoder_after }}</td></tr>{% endfor %}</table>{% endif %}
+<table><tr><th>block</th><th class="t">kind</th><th class="t">started by</th>
+<th class="t">decoder at start</th><th class="t">decoder after</th></tr>
+{% for b in plan.blocks %}<tr><td>{{ b.name }}</td><td class="t">{{ b.kind }}</td>
+<td class="t">{{ b.confirmed_by }}</td><td class="t">{{ b.decoder_at_start or "—" }}</td>
+<td class="t">{{ b.decoder_after or "—" }}</td></tr>{% endfor %}</table>{% endif %}
 
 <h2 id="trajectories">Trajectories</h2>
 {% if fig_traj %}<img alt="trajectories" src="data:image/png;base64,{{ fig_traj }}">

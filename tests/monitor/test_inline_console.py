@@ -125,3 +125,9 @@ def test_console_commands_holds_and_record(console):
     assert ("estop", "b1") in actions and ("resume", "b2") in actions
     assert _req(f"{base}/api/command{tok}", {"cmd": "estop"})[0] == 409  # ended: refused
     assert np.isfinite(r.metrics["simulated_s"])
+    # The report of this session lists the e-stop and every operator action.
+    from bciarm.report import build_report
+
+    html = build_report(r.session_dir).read_text()
+    assert html.count("<td>estop</td>") == 1 and html.count("<td>resume</td>") == 1
+    assert html.count("<td>operator</td>") == len(ops) and "<td>gain</td>" in html
