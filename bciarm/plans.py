@@ -32,8 +32,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bciarm.bus.inline import NS_PER_S
-from bciarm.config import (BlockSpec, CalibrationSpec, ConfigError, GraphConfig, ProtocolSpec,
-                           format_validation_error, load_config)
+from bciarm.config import (
+    BlockSpec,
+    CalibrationSpec,
+    ConfigError,
+    GraphConfig,
+    ProtocolSpec,
+    format_validation_error,
+    load_config,
+)
 from bciarm.monitor.inline import ConsoleSession
 
 PLAN_KINDS = ("calibration", "closed_loop", "refit", "clda", "assessment")

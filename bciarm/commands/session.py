@@ -58,9 +58,10 @@ def session(plan_path: Path, unattended: bool, with_monitor: bool, host: str, po
                       f"{cfg.privacy.subject_id}, seed {sess.config.seed}")
     result: dict[str, Any] = {}
     if with_monitor:
+        import os
+
         from bciarm.commands.monitor import TOKEN_ENV, run_monitor
         from bciarm.monitor.inline import InlineObserver
-        import os
 
         def body() -> None:
             try:

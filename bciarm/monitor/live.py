@@ -17,8 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from bciarm.bus.messages import (EffectorState, Event, Heartbeat, Intent, Message, NeuralFrame,
-                                 TaskState)
+from bciarm.bus.messages import (
+    EffectorState,
+    Event,
+    Heartbeat,
+    Intent,
+    Message,
+    NeuralFrame,
+    TaskState,
+)
 
 #: Seconds of decoded velocity kept for the traces.
 TRACE_S = 10.0

@@ -147,7 +147,7 @@ class RealtimeObserver(SessionObserver):
         try:
             while not stop.is_set():
                 if not sub.poll(100):
-                    if not (self._dir / "runtime.json").exists() or self._runtime_state() == "ended":
+                    if self._runtime_state() == "ended":
                         self._ended = True
                         return
                     continue
@@ -169,9 +169,12 @@ class RealtimeObserver(SessionObserver):
     def _runtime_state(self) -> str:
         import json
 
+        path = self._dir / "runtime.json"
         try:
-            return json.loads((self._dir / "runtime.json").read_text()).get("state", "")
-        except (OSError, ValueError):
+            return json.loads(path.read_text()).get("state", "")
+        except FileNotFoundError:
+            return "ended"
+        except (OSError, ValueError):  # caught mid-write: ask again next time
             return ""
 
     def command(self, cmd: str, **args: Any) -> dict[str, Any]:

@@ -107,7 +107,8 @@ def load_session(path: str | Path) -> SessionData:
     if not log_path.is_file():
         raise FileNotFoundError(f"{path}: not a session folder (no {LOG_NAME})")
     config_path = path / "config.yaml"
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    config = (yaml.safe_load(config_path.read_text(encoding="utf-8"))
+              if config_path.is_file() else {})
     states: dict[str, dict[str, list]] = {}
     task: dict[str, list] = {"t_s": [], "target": [], "radius": [], "phase": [], "block": []}
     events: list[dict[str, Any]] = []

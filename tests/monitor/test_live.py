@@ -3,7 +3,7 @@
 import numpy as np
 
 from bciarm.bus.messages import EffectorState, Event, Header, Intent, NeuralFrame, TaskState
-from bciarm.monitor.live import LiveState, TRACE_S
+from bciarm.monitor.live import TRACE_S, LiveState
 
 
 def _h(t_s, src="x", seq=0, neural_t_s=None):

@@ -4,12 +4,11 @@ and their validation (observer and supervisor share the bounds)."""
 import numpy as np
 import pytest
 
+from bciarm.bus.harness import NodeHarness
 from bciarm.bus.messages import EffectorState, Event, TaskState
 from bciarm.bus.supervisor import OPERATOR_SETTINGS
 from bciarm.monitor.observer import COMMANDS, CommandError, check_command
 from tests.test_decoder_node import SumDecoder, _block, _frame, _node
-
-from bciarm.bus.harness import NodeHarness
 
 
 def _setting(h, kind, **data):
