@@ -107,6 +107,10 @@ def load_plan(path: str | Path) -> tuple[Plan, GraphConfig]:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with name, config, blocks")
+    if "nodes" in data and "blocks" not in data:
+        raise ConfigError(f"{path}: this is a graph config, not a session plan. Fix: run it "
+                          "with `bciarm run`, or write a plan naming it under `config:` "
+                          "(see configs/plans/arm_rehab.yaml)")
     try:
         plan = Plan(**data)
     except ValidationError as exc:

@@ -106,7 +106,10 @@ class LiveState:
                  estopped=bool(msg.estopped), guards=list(msg.guards))
         if e["n"] % TRAIL_EVERY == 0:
             e["trail"].append(pos)
-        if msg.header.neural_t_ns >= 0:
+        # Latency of the first state that applied a frame's intent (later ticks carry the
+        # same provenance while the intent is fresh: that would be its age, not latency).
+        if msg.header.neural_t_ns >= 0 and msg.header.neural_seq != e.get("neural_seq"):
+            e["neural_seq"] = msg.header.neural_seq
             self.latency_ms.append((msg.header.t_ns - msg.header.neural_t_ns) / 1e6)
 
     def _task(self, t: float, msg: TaskState) -> None:
