@@ -56,7 +56,7 @@ RESTART_WINDOW_S = 60.0
 OPERATOR_SETTINGS = {"assist": ("level", 1.0), "gain": ("gain", 3.0)}
 
 #: Event kinds that describe the session's current state; a restarted node gets them again.
-STICKY = ("block_start", "block_end", "decoder_update")
+STICKY = ("block_start", "block_end", "decoder_update", "assist", "gain")
 
 
 def runtime_dir() -> Path:

@@ -78,3 +78,31 @@ def test_console_and_supervisor_agree_on_commands():
         check_command("self_destruct", {})
     with pytest.raises(CommandError, match="needs a number"):
         check_command("gain", {})
+
+
+def test_supervisor_refuses_bad_settings_and_replays_good_ones_to_restarted_nodes(tmp_path):
+    from bciarm.bus.supervisor import Supervisor
+    from bciarm.config import load_config
+    from tests.realtime.conftest import graph
+
+    cfg, _ = load_config(graph(tmp_path))
+    sup = Supervisor(cfg, tmp_path)
+    sent = []
+    sup.voice.emit = lambda topic, cls, **kw: sent.append(kw)  # no bus in this test
+    try:
+        assert sup._on_operator(b'{"cmd": "gain", "gain": 1.5}') == {"ok": True, "gain": 1.5}
+        assert sup._on_operator(b'{"cmd": "assist", "level": 0.4}')["ok"]
+        for bad in (b'{"cmd": "gain", "gain": 3.5}', b'{"cmd": "assist"}',
+                    b'{"cmd": "gain", "gain": "NaN"}'):
+            assert sup._on_operator(bad)["ok"] is False
+        assert [(k["kind"], k["data"]) for k in sent] == [
+            ("gain", {"gain": 1.5, "by": "operator"}), ("assist", {"level": 0.4, "by": "operator"})]
+        assert sup._on_operator(b'{"cmd": "pause"}') == {"ok": True, "held": True}
+        assert sup.status()["held"] is True
+        assert sup._on_operator(b'{"cmd": "start"}') == {"ok": True, "held": False}
+        # a decoder restarted later gets the operator's settings again
+        replay = sup.group_spec(sup.procs["decoder"])["replay"]
+        assert {"kind": "gain", "data": {"gain": 1.5, "by": "operator"}} in replay
+        assert {"kind": "assist", "data": {"level": 0.4, "by": "operator"}} in replay
+    finally:
+        sup.ctx.destroy(linger=0)
