@@ -77,7 +77,7 @@ class Plan(BaseModel):
     blocks: list[PlanBlock] = Field(min_length=2)
 
     @model_validator(mode="after")
-    def _shape(self) -> "Plan":
+    def _shape(self) -> Plan:
         kinds = [b.kind for b in self.blocks]
         if kinds[0] != "calibration" or kinds.count("calibration") != 1:
             raise ValueError("blocks: the first block, and only it, must be kind 'calibration' "

@@ -1,4 +1,4 @@
-"""An inline session the monitor watches and steers (:class:`ConsoleSession`, :class:`InlineObserver`).
+"""An inline session the monitor watches and steers: ConsoleSession, InlineObserver.
 
 :class:`ConsoleSession` is the ordinary :class:`~bciarm.session.Session`
 (same protocol, blocks, decoder fit, adaptation, files) with three additions:

@@ -184,7 +184,7 @@ def test_monitor_in_chromium(tmp_path, runtime_dir, spawn):  # noqa: F811
     assert effectors == {"state.arm"}
     faults = json.loads((session_dir / "faults.json").read_text())
     clean = []
-    for t_press, ev, res in zip(presses, estops, resumes):
+    for t_press, ev, res in zip(presses, estops, resumes, strict=True):
         t_e = ev.header.t_ns
         assert t_e > t_press
         # On this shared machine a node process can stall and be restarted by the supervisor

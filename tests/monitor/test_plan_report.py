@@ -29,10 +29,10 @@ def _plan(tmp_path: Path, blocks: list[dict], **extra) -> Path:
     return path
 
 
-PLAN_BLOCKS = [{"name": "calibration", "kind": "calibration", "trials": 8},
-               {"name": "closed_loop_1", "kind": "closed_loop", "trials": 6},
-               {"name": "closed_loop_2", "kind": "refit", "trials": 6},
-               {"name": "assessment", "kind": "assessment", "trials": 6}]
+PLAN_BLOCKS = [{"name": "calibration", "kind": "calibration", "trials": 6},
+               {"name": "closed_loop_1", "kind": "closed_loop", "trials": 4},
+               {"name": "closed_loop_2", "kind": "refit", "trials": 4},
+               {"name": "assessment", "kind": "assessment", "trials": 4}]
 
 
 @pytest.mark.slow
@@ -49,7 +49,7 @@ def test_plan_unattended_then_report(tmp_path):
     assert [b["kind"] for b in record["blocks"]] == ["calibration", "closed_loop", "refit",
                                                      "assessment"]
     assert all(b["ran"] and b["trials"] == t["trials"] and b["confirmed_by"] == "--yes"
-               for b, t in zip(record["blocks"], PLAN_BLOCKS))
+               for b, t in zip(record["blocks"], PLAN_BLOCKS, strict=True))
     # every block's decoder: fit after calibration, ReFIT after closed_loop_2, used by assessment
     assert rows["calibration"]["decoder_after"] == "decoder.npz"
     assert rows["closed_loop_1"]["decoder_at_start"] == "decoder.npz"
@@ -91,7 +91,7 @@ def test_plan_errors_name_file_key_and_fix(tmp_path):
         load_plan(named)
     plan, cfg = load_plan(_plan(tmp_path, PLAN_BLOCKS))
     assert [b.kind for b in cfg.protocol.blocks] == ["closed_loop", "refit", "closed_loop"]
-    assert cfg.protocol.calibration.trials == 8 and cfg.privacy.subject_id == "P-042"
+    assert cfg.protocol.calibration.trials == 6 and cfg.privacy.subject_id == "P-042"
 
 
 def test_privacy_defaults_and_opt_in(tmp_path):
