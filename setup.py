@@ -31,7 +31,7 @@ setup(
         "bciarm.scenes": "scenes",
     },
     package_data={
-        "bciarm.configs": ["*.yaml"],
+        "bciarm.configs": ["*.yaml", "plans/*.yaml"],  # plans: bciarm session examples
         "bciarm.scenes": ["*.yaml", "*.urdf", "assets/*"],
     },
     include_package_data=False,
