@@ -77,7 +77,12 @@ def session(plan_path: Path, unattended: bool, with_monitor: bool, host: str, po
         if "r" not in result:
             raise click.ClickException("the session did not finish")
     else:
-        result["r"] = sess.run()
+        try:
+            result["r"] = sess.run()
+        except click.Abort:
+            where = f" (partial session in {sess.session_dir})" if sess.session_dir else ""
+            raise click.ClickException(f"stopped by the operator before block "
+                                       f"{sess.waiting_for!r}{where}") from None
     r = result["r"]
     err_console.print(_metrics_table(r.metrics, r.table_columns))
     err_console.print(f"session saved in [bold]{r.session_dir}[/bold] (plan record: plan.json)")
