@@ -126,7 +126,9 @@ class ConsoleSession(Session):
             except queue.Empty:
                 return
             # Every operator action is on the record (the log) before it acts.
-            protocol.announce("operator", action=cmd, by=by, **args)
+            where = self.block or self.waiting_for
+            protocol.announce("operator", action=cmd, by=by, **args,
+                              **({"block": where} if where else {}))
             if cmd == "estop":
                 self.estopped = True
                 protocol.announce("estop", reason=f"operator ({by})")
@@ -141,7 +143,7 @@ class ConsoleSession(Session):
                 self.held = False
             rt.deliver()
             self.actions.append({"t_s": rt.now_ns / NS_PER_S, "action": cmd, "args": args,
-                                 "by": by, "block": self.block or self.waiting_for})
+                                 "by": by, "block": where})
             reply.update(ok=True, estopped=self.estopped, held=self.held)
             done.set()
 
