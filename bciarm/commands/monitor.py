@@ -42,6 +42,11 @@ def run_monitor(observer: Any, host: str, port: int, token: str | None,
 @click.option("--run", "run_config", metavar="CONFIG",
               help="Instead of attaching: run CONFIG inline in this process (paced at real "
                    "time) and monitor it.")
+@click.option("--replay", "replay", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Instead of attaching: play a finished session folder's log back "
+                   "(read-only).")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="With --replay: playback speed.")
 @click.option("--seed", type=int, help="With --run: the session seed.")
 @click.option("--duration", type=float, help="With --run: simulated closed-loop seconds.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("sessions"),
@@ -49,14 +54,22 @@ def run_monitor(observer: Any, host: str, port: int, token: str | None,
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind (keep 127.0.0.1 unless the network is trusted).")
 @click.option("--port", type=int, default=8765, show_default=True)
-def monitor(session: Path | None, run_config: str | None, seed: int | None,
-            duration: float | None, out: Path, host: str, port: int) -> None:
+def monitor(session: Path | None, run_config: str | None, replay: Path | None, speed: float,
+            seed: int | None, duration: float | None, out: Path, host: str, port: int) -> None:
     """Web console for a running session: node health, effector and target, decoded
     velocity, firing rates, task metrics, event log; E-STOP (button or Space), resume,
     pause/start block, assist level, decoder gain. Prints the URL with its session token."""
     from bciarm.monitor.observer import CommandError, RealtimeObserver
 
     token = os.environ.get(TOKEN_ENV) or None
+    if replay is not None:
+        from bciarm.monitor.observer import ReplayObserver
+
+        try:
+            run_monitor(ReplayObserver(replay, speed), host, port, token)
+        except CommandError as exc:
+            raise click.ClickException(str(exc)) from None
+        return
     if run_config is None:
         try:
             observer = RealtimeObserver(session)

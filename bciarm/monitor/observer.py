@@ -203,3 +203,87 @@ def _unclick(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except click.ClickException as exc:
         raise CommandError(exc.format_message()) from None
+
+
+class ReplayObserver(SessionObserver):
+    """Play a finished session's message log back to the monitor (read-only).
+
+    Messages are handed on in recorded order, paced by their header times at
+    ``speed`` × real time; operator commands are refused (a recording cannot be
+    steered).
+
+    Parameters
+    ----------
+    session : Path
+        A session folder (with ``messages.bcilog``).
+    speed : float
+        Playback speed (1 = as recorded).
+    """
+
+    kind = "replay"
+
+    def __init__(self, session: Path, speed: float = 1.0) -> None:
+        from bciarm.record import LOG_NAME
+
+        self._dir = Path(session)
+        self.log = self._dir / LOG_NAME
+        if not self.log.is_file():
+            raise CommandError(f"{self._dir}: not a session folder (no {LOG_NAME})")
+        if not speed > 0:
+            raise CommandError(f"replay speed must be positive, got {speed}")
+        self.speed = speed
+        self._ended = threading.Event()
+        self._t_s = 0.0
+        self._heartbeats: dict[str, dict[str, Any]] = {}
+
+    @property
+    def session_dir(self) -> Path:
+        return self._dir
+
+    def pump(self, sink: Sink, stop: threading.Event) -> None:
+        import time
+
+        from bciarm.bus.messages import Heartbeat
+        from bciarm.record import LogReader
+
+        t0_msg = wall0 = None
+        for rec in LogReader(self.log):
+            if stop.is_set():
+                return
+            try:
+                msg = rec.decode()
+            except Exception:  # noqa: BLE001 - the recorder kept only valid frames
+                continue
+            t = msg.header.t_ns
+            if t0_msg is None:
+                t0_msg, wall0 = t, time.monotonic()
+            ahead = (t - t0_msg) / 1e9 / self.speed - (time.monotonic() - wall0)
+            if ahead > 0 and stop.wait(ahead):
+                return
+            self._t_s = (t - t0_msg) / 1e9
+            if isinstance(msg, Heartbeat):
+                self._heartbeats[msg.node] = {"state": msg.state, "t_ns": t,
+                                              "counters": dict(msg.counters),
+                                              "latency_p50_us": msg.latency_p50_us,
+                                              "latency_p99_us": msg.latency_p99_us}
+            sink(rec.topic, msg)
+        self._ended.set()
+
+    def command(self, cmd: str, **args: Any) -> dict[str, Any]:
+        check_command(cmd, args)
+        raise CommandError("this is a replay of a recording: it cannot be steered")
+
+    def health(self) -> dict[str, Any]:
+        # The recorded heartbeats (a real-time session's), as `bciarm status` would show them.
+        groups = {}
+        latest = max((h["t_ns"] for h in self._heartbeats.values()), default=0)
+        for node, h in self._heartbeats.items():
+            groups[node] = {"pid": None, "state": h["state"], "kind": "replay",
+                            "hb_age_ms": (latest - h["t_ns"]) / 1e6, "restarts": None,
+                            "nodes": {node: {k: h[k] for k in ("counters", "latency_p50_us",
+                                                               "latency_p99_us")}}}
+        return {"session_dir": str(self._dir), "estopped": False, "held": False,
+                "mode": "replay", "replay_t_s": self._t_s, "groups": groups}
+
+    def ended(self) -> bool:
+        return self._ended.is_set()

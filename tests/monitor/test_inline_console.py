@@ -131,3 +131,17 @@ def test_console_commands_holds_and_record(console):
     html = build_report(r.session_dir).read_text()
     assert html.count("<td>estop</td>") == 1 and html.count("<td>resume</td>") == 1
     assert html.count("<td>operator</td>") == len(ops) and "<td>gain</td>" in html
+
+    # `bciarm monitor --replay`: the recording plays back to the same summary; read-only.
+    from bciarm.monitor.live import LiveState
+    from bciarm.monitor.observer import CommandError, ReplayObserver
+
+    obs, live = ReplayObserver(r.session_dir, speed=1000.0), LiveState()
+    obs.pump(live.feed, threading.Event())
+    assert obs.ended()
+    snap = live.snapshot()
+    assert snap["counts"]["state"] == len(states)
+    assert [e["kind"] for e in snap["events"] if e["kind"] in ("estop", "resume")] == [
+        "estop", "resume"]
+    with pytest.raises(CommandError, match="replay"):
+        obs.command("estop")
