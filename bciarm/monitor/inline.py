@@ -83,6 +83,7 @@ class ConsoleSession(Session):
         self.actions: list[dict[str, Any]] = []
         self.ended = threading.Event()
         self.started = threading.Event()
+        self._wake = threading.Event()  # set when a command is queued
         self._wall0 = 0.0
         self._sim0 = 0
 
@@ -107,6 +108,7 @@ class ConsoleSession(Session):
             raise CommandError("the session has ended")
         done, reply = threading.Event(), {}
         self.commands.put((cmd, args, by, done, reply))
+        self._wake.set()
         if not done.wait(timeout_s):
             raise CommandError(f"the session did not apply {cmd} within {timeout_s} s")
         return reply
@@ -114,6 +116,7 @@ class ConsoleSession(Session):
     def post(self, cmd: str, by: str = "terminal", **args: Any) -> None:
         """Queue an operator command without waiting (safe from the session thread)."""
         self.commands.put((cmd, check_command(cmd, args), by, threading.Event(), {}))
+        self._wake.set()
 
     def _apply_commands(self) -> None:
         rt = self.runtime
@@ -179,8 +182,11 @@ class ConsoleSession(Session):
             if self.pace:
                 ahead = ((self.runtime.now_ns - self._sim0) / NS_PER_S / self.pace
                          - (time.perf_counter() - self._wall0))
-                if ahead > 0:
-                    time.sleep(ahead)
+                # Wait for the wall clock, but wake for a command (an e-stop must not
+                # wait out the pacing).
+                if ahead > 0 and self._wake.wait(ahead):
+                    self._wake.clear()
+                    self._apply_commands()
             if outer is not None:
                 outer(block, done, tot, sim_s)
 
