@@ -31,7 +31,7 @@ setup(
         "bciarm.scenes": "scenes",
     },
     package_data={
-        "bciarm.configs": ["*.yaml", "patients/*.yaml"],
+        "bciarm.configs": ["*.yaml", "patients/*.yaml", "plans/*.yaml"],  # patient profiles, session plans
         "bciarm.scenes": ["*.yaml", "*.urdf", "assets/*"],
     },
     include_package_data=False,

@@ -172,6 +172,11 @@ main.add_command(_rt.resume)
 main.add_command(_rt.keys)
 main.add_command(load_command("bciarm.commands.decode:decode"))
 main.add_command(load_command("bciarm.commands.check_driver:check_driver"))
+main.add_command(load_command("bciarm.commands.report:report"))  # issue 9: clinician's console
+main.add_command(load_command("bciarm.commands.monitor:monitor"))
+main.add_command(load_command("bciarm.commands.session:session"))
+for _op in ("pause", "start_block", "assist", "gain"):  # operator commands beside estop/resume
+    main.add_command(load_command(f"bciarm.commands.monitor:{_op}"))
 _bench = load_command("bciarm.commands.bench:bench")
 _bench.add_command(_rt.bench_bus)  # bciarm bench bus
 main.add_command(_bench)

@@ -123,6 +123,17 @@ class RealtimeSpec(_Strict):
                                                                  "other hosts (not spawned)")
 
 
+class PrivacySpec(_Strict):
+    """What a session records about people and machines (see bciarm.privacy)."""
+
+    subject_id: str = Field("sim-0001", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$",
+                            description="pseudonymous subject ID (never a name): letters, "
+                                        "digits, - _ . ; at most 32 characters")
+    record_host: bool = Field(False, description="write the host name into session.json")
+    record_user: bool = Field(False, description="write the user name into session.json and "
+                                                 "keep home folders in the recorded command")
+
+
 class GraphConfig(_Strict):
     """A runnable graph and its session protocol."""
 
@@ -136,6 +147,7 @@ class GraphConfig(_Strict):
     record: RecordSpec = Field(default_factory=RecordSpec)
     security: Literal["none", "curve"] = "none"
     realtime: RealtimeSpec = Field(default_factory=RealtimeSpec)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
 
     @field_validator("axes")
     @classmethod

@@ -183,14 +183,17 @@ class Session:
                 versions[mod] = getattr(__import__(mod), "__version__", "unknown")
             except ImportError:
                 pass
+        from bciarm.privacy import command_line, identity
+
+        # No host or user name unless the config's `privacy` asks (bciarm.privacy).
         meta = {
             "config": self.config.name,
             "seed": self.config.seed,
-            "command": self.argv,
+            "command": command_line(self.argv, self.config.privacy),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "git_commit": _git_commit(),
             "versions": versions,
-            "host": platform.node(),
+            **identity(self.config.privacy),
         }
         (session_dir / "session.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 

@@ -51,8 +51,12 @@ HUNG_PERIODS = 2.5
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 
+#: Operator settings published as events: command -> (data key, upper bound; lower is 0).
+#: The decoder node applies ``gain`` and (arm) ``assist``; the wheelchair applies ``assist``.
+OPERATOR_SETTINGS = {"assist": ("level", 1.0), "gain": ("gain", 3.0)}
+
 #: Event kinds that describe the session's current state; a restarted node gets them again.
-STICKY = ("block_start", "block_end", "decoder_update")
+STICKY = ("block_start", "block_end", "decoder_update", "assist", "gain")
 
 
 def runtime_dir() -> Path:
@@ -151,6 +155,7 @@ class Supervisor:
         self.broker = Proc("broker", [], "broker")
         self.sticky: dict[str, dict[str, Any]] = {}
         self.estopped = False
+        self.hold = False  # operator `pause`: wait at the next block boundary until `start`
         self.stop_requested = False
         self.events: list[dict[str, Any]] = []  # faults and restarts, for the report
         self.task_msgs: list[TaskState] = []
@@ -345,9 +350,25 @@ class Supervisor:
 
     def _on_operator(self, raw: bytes) -> dict[str, Any]:
         try:
-            cmd = json.loads(raw).get("cmd")
+            req = json.loads(raw)
+            cmd = req.get("cmd")
         except (ValueError, AttributeError):
             return {"ok": False, "error": "bad request"}
+        if cmd in OPERATOR_SETTINGS:
+            key, hi = OPERATOR_SETTINGS[cmd]
+            try:
+                value = float(req[key])
+            except (KeyError, TypeError, ValueError):
+                return {"ok": False, "error": f"{cmd} needs a number {key!r}"}
+            if not 0.0 <= value <= hi:  # also rejects NaN
+                return {"ok": False, "error": f"{cmd} {key} must be in [0, {hi}], got {value}"}
+            self.announce(cmd, **{key: value, "by": "operator"})
+            return {"ok": True, cmd: value}
+        if cmd in ("pause", "start"):
+            # Hold at the next block boundary / start the next block (RealtimeSession waits).
+            self.hold = cmd == "pause"
+            self.announce("operator", action=cmd)
+            return {"ok": True, "held": self.hold}
         if cmd == "status":
             return {"ok": True, **self.status()}
         if cmd == "estop":
@@ -605,6 +626,7 @@ class Supervisor:
                 "hb_age_ms": (now - p.last_hb_ns) / 1e6 if p.last_hb_ns else None,
                 "restarts": p.restarts, "nodes": p.info, "rejected": p.rejected}
         return {"session_dir": str(self.session_dir), "estopped": self.estopped,
+                "held": self.hold, "block": self.sticky.get("block_start", {}).get("block"),
                 "groups": groups, "faults": self.events[-20:], "now_ns": now}
 
     def write_runtime_file(self, state: str) -> None:

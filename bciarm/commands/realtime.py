@@ -31,24 +31,30 @@ def find_runtime(session: Path | None) -> dict[str, Any]:
     return info
 
 
-def operator_request(info: dict[str, Any], cmd: str, timeout_s: float = 3.0) -> dict[str, Any]:
-    """Send one command to the supervisor; raise ClickException if it does not answer."""
+def operator_request(info: dict[str, Any], cmd: str, timeout_s: float = 3.0,
+                     context: Any = None, **args: Any) -> dict[str, Any]:
+    """Send one command (with ``args``) to the supervisor; raise ClickException if it does
+    not answer.  A long-lived caller (the monitor) passes its own ``context``."""
     import zmq
 
-    ctx = zmq.Context()
+    own = context is None
+    ctx = zmq.Context() if own else context
     s = ctx.socket(zmq.REQ)
     s.linger = 0
     s.rcvtimeo = int(timeout_s * 1000)
     s.sndtimeo = int(timeout_s * 1000)
     try:
         s.connect(info["operator"])
-        s.send(json.dumps({"cmd": cmd}).encode())
+        s.send(json.dumps({"cmd": cmd, **args}).encode())
         return json.loads(s.recv())
     except zmq.Again:
         raise click.ClickException(
             f"the supervisor (pid {info.get('pid')}) did not answer within {timeout_s} s") from None
     finally:
-        ctx.destroy(linger=0)
+        if own:
+            ctx.destroy(linger=0)
+        else:
+            s.close(linger=0)
 
 
 _session_opt = click.option("--session", type=click.Path(file_okay=False, path_type=Path),

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from bciarm import registry
-from bciarm.bus.messages import EffectorState, Event, Intent, Message, NeuralFrame
+from bciarm.bus.messages import EffectorState, Event, Intent, Message, NeuralFrame, TaskState
 from bciarm.bus.node import Node, NodeParams
 from bciarm.decoders.features import FeatureTransformer, transform_counts
 from bciarm.space import TaskAxis, axis_indices, intent_space
@@ -46,6 +46,10 @@ class DecoderNode(Node):
                               "zscore, lag, history, min_rate_hz, ...): fitted at calibration, "
                               "saved beside the decoder and run on every frame. None: only "
                               "`transform` is applied (no fitted feature stage).")
+        assist_speed: float = Field(
+            0.1, gt=0, description="computer assistance (`assist` event, level a in [0, 1]): "
+                                   "intent = (1 - a) * decoded + a * this speed (m/s) toward "
+                                   "the target (slower within 0.1 m of it)")
         position_feedback: bool = Field(
             False, description="Set the decoder's position states to the effector's actual "
                                "position on every state message (ReFIT-KF); needs a decoder "
@@ -87,12 +91,19 @@ class DecoderNode(Node):
             if self._axis_idx is None:
                 raise ValueError("position_feedback needs Cartesian task axes (x, y, z), "
                                  f"not {self.params.axes}")
-            self.inputs = (*type(self).inputs, "state.*")
         self.decoder: Any = None
         self.feature_stage: FeatureTransformer | None = None
         self._features_file: str | None = None
         self.closed_loop = False
         self.wrong_size = 0
+        # Operator settings (events `gain`, `assist`; see on_message): output gain and
+        # computer-assistance level, with the target and position assistance needs.
+        self.gain = 1.0
+        self.assist = 0.0
+        self._target: np.ndarray | None = None
+        self._position: np.ndarray | None = None
+        if self._axis_idx is not None:  # positions for position_feedback and assistance
+            self.inputs = (*type(self).inputs, "task", "state.*")
 
     def make_estimator(self) -> Any:
         """A fresh, unfitted decoder with the configured hyper-parameters."""
@@ -156,9 +167,17 @@ class DecoderNode(Node):
                     self.feature_stage.reset()
             elif msg.kind == "block_end":
                 self.closed_loop = False
+            elif msg.kind in ("gain", "assist"):
+                self._operator_setting(msg)
+            return
+        if isinstance(msg, TaskState):
+            self._target = np.asarray(msg.target, dtype=float)[self._axis_idx] \
+                if msg.phase in ("reach", "hold") else None
             return
         if isinstance(msg, EffectorState):
-            if self.decoder is not None and hasattr(self.decoder, "set_position"):
+            self._position = np.asarray(msg.position, dtype=float)[self._axis_idx]
+            if (self.params.position_feedback and self.decoder is not None
+                    and hasattr(self.decoder, "set_position")):
                 self.decoder.set_position(np.asarray(msg.position, dtype=float)[self._axis_idx])
             return
         if not isinstance(msg, NeuralFrame) or self.decoder is None:
@@ -181,6 +200,37 @@ class DecoderNode(Node):
         if not self.closed_loop:
             return  # keep the filter warm, but the task drives in open loop
         k = len(self.params.axes)
+        velocity = self.gain * np.asarray(state[-k:], dtype=np.float64)
+        if self.assist > 0 and self._target is not None and self._position is not None:
+            velocity = (1 - self.assist) * velocity + self.assist * self._assist_velocity()
         self.emit("intent", Intent, derived_from=msg.header,
-                  velocity=np.ascontiguousarray(state[-k:], dtype=np.float64),
+                  velocity=np.ascontiguousarray(velocity, dtype=np.float64),
                   space=self._space)
+
+    def _assist_velocity(self) -> np.ndarray:
+        """The ideal velocity: ``assist_speed`` toward the target, slowing within 0.1 m."""
+        assert self._target is not None and self._position is not None
+        d = self._target - self._position
+        dist = float(np.linalg.norm(d))
+        if dist < 1e-9:
+            return np.zeros_like(d)
+        return d / dist * self.params.assist_speed * min(1.0, dist / 0.1)
+
+    def _operator_setting(self, msg: Event) -> None:
+        """``gain`` (data ``gain`` in [0, 3]) scales the decoded velocity; ``assist`` (data
+        ``level`` in [0, 1], Cartesian axes only) blends it with the ideal velocity."""
+        key, hi = ("gain", 3.0) if msg.kind == "gain" else ("level", 1.0)
+        try:
+            value = float(msg.data[key])
+        except (KeyError, TypeError, ValueError):
+            value = float("nan")
+        if not np.isfinite(value) or not 0.0 <= value <= hi:
+            self.counters.rejected += 1
+            self.counters.rejected_by_reason[f"bad_{msg.kind}"] += 1
+            self.log.warning("ignored %s event with %s=%r (allowed 0..%g)", msg.kind, key,
+                             msg.data.get(key), hi)
+            return
+        if msg.kind == "gain":
+            self.gain = value
+        elif self._axis_idx is not None:
+            self.assist = value
