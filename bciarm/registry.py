@@ -23,6 +23,7 @@ KINDS = ("source", "decoder", "effector", "driver", "task", "scene")
 BUILTIN: dict[str, dict[str, str]] = {
     "source": {
         "simulated": "bciarm.sources.simulated:SimulatedSource",
+        "lsl": "bciarm.sources.lsl:LslSource",
     },
     "decoder": {
         "kalman": "bciarm.decoders.kalman:KalmanDecoder",

@@ -216,7 +216,9 @@ class Session:
                 self.progress(name, done_before + task.completed_trials(name), total,
                               rt.now_ns / NS_PER_S)
 
-        rt.run_for(max_s, until=finished, on_step=on_step, pace=1.0 if self.gui else None)
+        # A node that reads the wall clock (an LSL inlet) paces the run at real time.
+        wall = self.gui or any(getattr(n, "wall_clock", False) for n in rt.nodes)
+        rt.run_for(max_s, until=finished, on_step=on_step, pace=1.0 if wall else None)
         protocol.announce("block_end", block=name, mode=mode)
         rt.deliver()
         recorder = self._recorder()
