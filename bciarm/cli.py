@@ -168,6 +168,7 @@ main.add_command(_rt.estop)
 main.add_command(_rt.resume)
 main.add_command(_rt.keys)
 main.add_command(load_command("bciarm.commands.decode:decode"))
+main.add_command(load_command("bciarm.commands.export:export"))
 _bench = load_command("bciarm.commands.bench:bench")
 _bench.add_command(_rt.bench_bus)  # bciarm bench bus
 main.add_command(_bench)
