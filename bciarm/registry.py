@@ -24,6 +24,7 @@ BUILTIN: dict[str, dict[str, str]] = {
     "source": {
         "simulated": "bciarm.sources.simulated:SimulatedSource",
         "lsl": "bciarm.sources.lsl:LslSource",
+        "replay": "bciarm.sources.replay:ReplaySource",
     },
     "decoder": {
         "kalman": "bciarm.decoders.kalman:KalmanDecoder",

@@ -167,7 +167,7 @@ def _regular(t: np.ndarray, period: float) -> bool:
 def _timing(t: np.ndarray) -> dict[str, Any]:
     """``rate`` + ``starting_time`` when ``t`` is regular (to the ns), else ``timestamps``."""
     if len(t) > 1:
-        period = float(np.median(np.diff(t)))
+        period = round(float(np.median(np.diff(t))) * 1e9) / 1e9  # to the ns: 0.05, not 0.0499…
         if period > 0 and _regular(t, period):
             return {"rate": 1.0 / period, "starting_time": float(t[0])}
     return {"timestamps": _data(t)}
@@ -520,7 +520,7 @@ def read_nwb(path: str | Path) -> NwbSession:
             (s for n, s in low.items() if "vel" in n and "joint" not in n), None)
         counts = np.asarray(spikes.data[:], dtype=np.float64)
         counts_t = _times(spikes)
-        bin_s = 1.0 / float(spikes.rate) if spikes.rate else (
+        bin_s = round(1.0 / float(spikes.rate), 9) if spikes.rate else (
             float(np.median(np.diff(counts_t))) if len(counts_t) > 1 else 0.05)
         intent = series.get("DecodedIntent")
         config: dict[str, Any] = {}
