@@ -25,6 +25,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "simulated": "bciarm.sources.simulated:SimulatedSource",
         "lsl": "bciarm.sources.lsl:LslSource",
         "replay": "bciarm.sources.replay:ReplaySource",
+        "cerebus": "bciarm.sources.cerebus:CerebusSource",
     },
     "decoder": {
         "kalman": "bciarm.decoders.kalman:KalmanDecoder",
