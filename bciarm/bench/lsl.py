@@ -42,8 +42,8 @@ def run_lsl_bench(seconds: float = 20.0, rate: float = 1000.0, channels: int = 2
 
     say = progress or (lambda _s: None)
     name = f"bciarm-bench-{uuid.uuid4().hex[:8]}"
-    total = int(round(seconds * rate))
-    factor = int(round(bin_s * rate))
+    total = round(seconds * rate)
+    factor = round(bin_s * rate)
     outlet = subprocess.Popen(
         [sys.executable, "-m", "bciarm.testing.lsl_outlet", "--name", name,
          "--channels", str(channels), "--rate", str(rate), "--seconds", str(seconds),

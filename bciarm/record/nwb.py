@@ -39,7 +39,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ import numpy as np
 import bciarm
 from bciarm.bus.messages import EffectorState, Event, Intent, NeuralFrame
 
-__all__ = ["NwbError", "NwbSession", "export_session", "read_nwb", "pseudonymous_subject_id"]
+__all__ = ["NwbError", "NwbSession", "export_session", "pseudonymous_subject_id", "read_nwb"]
 
 NS = 1e9
 #: Datasets larger than this (bytes) are gzip-compressed.
@@ -145,10 +145,10 @@ def _start_time(meta: dict[str, Any], folder: Path) -> datetime:
         for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"):
             try:
                 dt = datetime.strptime(text, fmt)
-                return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+                return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
             except ValueError:
                 pass
-    return datetime.fromtimestamp((folder / "config.yaml").stat().st_mtime, tz=timezone.utc)
+    return datetime.fromtimestamp((folder / "config.yaml").stat().st_mtime, tz=UTC)
 
 
 def _data(array: np.ndarray) -> Any:

@@ -36,7 +36,8 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -135,7 +136,7 @@ class CerebusSource(Node):
         retry_s: float = Field(2.0, gt=0, description="Retry a failed connection after, s.")
 
         @model_validator(mode="after")
-        def _check(self) -> "CerebusSource.Params":
+        def _check(self) -> CerebusSource.Params:
             if self.device_type not in DEVICE_TYPES:
                 raise ValueError(f"device_type must be one of {DEVICE_TYPES}, "
                                  f"got {self.device_type!r}")
@@ -168,7 +169,7 @@ class CerebusSource(Node):
         self.error: str | None = None
 
     @classmethod
-    def contract_instance(cls, name: str) -> "CerebusSource":
+    def contract_instance(cls, name: str) -> CerebusSource:
         """The node on the Cerebus test double (no device needed; the contract checks)."""
         from bciarm.testing.cerebus_double import CerebusLinkDouble
 

@@ -314,7 +314,7 @@ class LslReader:
             if inlet is None:
                 try:
                     inlet = self._open(pylsl)
-                except Exception:  # noqa: BLE001 - keep resolving whatever liblsl throws
+                except Exception:
                     log.exception("resolving the LSL stream failed")
                     self._stop.wait(self.resolve_timeout_s)
                     inlet = None
@@ -409,7 +409,7 @@ class LslSource(Node):
         buffer_s: float = Field(10.0, gt=0, le=600, description="Inlet buffer, s.")
 
         @model_validator(mode="after")
-        def _check(self) -> "LslSource.Params":
+        def _check(self) -> LslSource.Params:
             if not (self.stream_name or self.stream_type or self.source_id):
                 raise ValueError("give stream_name, stream_type or source_id to resolve a stream")
             for key in ("stream_name", "stream_type", "source_id"):

@@ -100,7 +100,7 @@ class ReplaySource(Node):
         dtype = ("<u2" if counts.max(initial=0) <= 65535 else "<u4") if whole else "<f8"
         self.counts = np.ascontiguousarray(counts, dtype=dtype)
         self.bin_s = bin_s
-        self.position = int(round(p.start_s / bin_s))
+        self.position = round(p.start_s / bin_s)
         self.ended = False
 
     @property
@@ -108,7 +108,7 @@ class ReplaySource(Node):
         return self.bin_s
 
     @classmethod
-    def contract_instance(cls, name: str) -> "ReplaySource":
+    def contract_instance(cls, name: str) -> ReplaySource:
         """A replay of a small generated ``.mat`` recording (the contract checks)."""
         from scipy.io import savemat
 
@@ -125,7 +125,7 @@ class ReplaySource(Node):
                     self.ended = True
                     self.emit("event", Event, kind="stream",
                               data={"node": self.name, "state": "ended",
-                                    "frames": int(len(self.counts))})
+                                    "frames": len(self.counts)})
                 return
             self.position = 0
         row = self.counts[self.position]

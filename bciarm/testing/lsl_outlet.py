@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     # Start the stream when a consumer is there, so a test counts from sample 0.
     outlet.wait_for_consumers(args.wait_consumer)
     time.sleep(args.start_delay)
-    total = int(round(args.seconds * args.rate))
+    total = round(args.seconds * args.rate)
     sent = 0
     t0 = pylsl.local_clock()
     period = args.chunk_ms / 1000.0

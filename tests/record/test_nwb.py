@@ -11,15 +11,15 @@ from click.testing import CliRunner
 
 pynwb = pytest.importorskip("pynwb", reason="pynwb is not installed (pip install 'bciarm[nwb]')")
 
-from bciarm.bus.harness import NodeHarness  # noqa: E402
-from bciarm.bus.messages import Intent, NeuralFrame  # noqa: E402
-from bciarm.cli import main  # noqa: E402
-from bciarm.config import load_config  # noqa: E402
-from bciarm.decoders.datasets import load_recording  # noqa: E402
-from bciarm.record import LOG_NAME, read_messages  # noqa: E402
-from bciarm.record.nwb import NwbError, export_session, read_nwb  # noqa: E402
-from bciarm.session import Session  # noqa: E402
-from bciarm.sources.replay import ReplaySource  # noqa: E402
+from bciarm.bus.harness import NodeHarness
+from bciarm.bus.messages import NeuralFrame
+from bciarm.cli import main
+from bciarm.config import load_config
+from bciarm.decoders.datasets import load_recording
+from bciarm.record import LOG_NAME, read_messages
+from bciarm.record.nwb import NwbError, export_session, read_nwb
+from bciarm.session import Session
+from bciarm.sources.replay import ReplaySource
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,12 @@ import pytest
 
 pylsl = pytest.importorskip("pylsl", reason="pylsl is not installed (pip install 'bciarm[lsl]')")
 
-from bciarm import registry  # noqa: E402
-from bciarm.bus.harness import NodeHarness  # noqa: E402
-from bciarm.bus.messages import Event  # noqa: E402
-from bciarm.config import ConfigError, load_config  # noqa: E402
-from bciarm.sources.lsl import LslSource, Rebinner, frame_counts  # noqa: E402
-from bciarm.testing.lsl_outlet import expected_bins, pattern  # noqa: E402
+from bciarm import registry
+from bciarm.bus.harness import NodeHarness
+from bciarm.bus.messages import Event
+from bciarm.config import ConfigError, load_config
+from bciarm.sources.lsl import LslSource, Rebinner, frame_counts
+from bciarm.testing.lsl_outlet import expected_bins, pattern
 
 TICK = 0.01
 
@@ -149,7 +149,7 @@ def test_counts_are_rebinned_exactly_with_corrected_clock_and_loss_is_announced(
     assert (np.diff(acq) > 0).all()
     assert all(f.header.neural_t_ns <= f.header.t_ns for f in frames)
     assert [f.header.neural_seq for f in frames] == [f.header.seq for f in frames]
-    lost = [e for e in h.sent("event") if e.data.get("state") == "lost"][0]
+    lost = next(e for e in h.sent("event") if e.data.get("state") == "lost")
     assert lost.data["name"] == name and lost.data["channels"] == 8
     assert lost.data["samples"] == 1500
 
