@@ -20,10 +20,13 @@
 * **Loss**: when no sample arrived for ``lost_after_s`` (or liblsl reports the
   stream lost), the node publishes an ``event`` of kind ``stream`` with
   ``state: lost``; it publishes no neural frame meanwhile, so the decoder
-  publishes no intent and every effector's watchdog brakes it.  The reader
-  keeps resolving; when a matching stream delivers samples again it
-  publishes ``state: connected`` and frames resume (a partial bin from before
-  the loss is dropped, never joined to samples after it).
+  publishes no intent and every effector's watchdog brakes it.  A stream that
+  resumes within ``reconnect_after_s`` continues on the same inlet (nothing
+  lost; ``state: connected``, ``new_inlet: false``); after that the inlet is
+  closed and the stream resolved again, and when a matching stream delivers
+  samples ``state: connected`` (``new_inlet: true``) is published and frames
+  resume (a partial bin from before is dropped, never joined to samples
+  from another connection).
 * **Staleness**: a bin older than ``max_latency_s`` when it could be
   published (a backlog after a stall) is dropped and counted, never decoded
   into motion.
@@ -185,7 +188,10 @@ class LslReader:
     channels : int or None
         Required channel count; a stream of another width is refused.
     lost_after_s : float
-        No sample for this long → the stream is lost.
+        No sample for this long → the stream is lost (announced at once).
+    reconnect_after_s : float
+        No sample for this long → close the inlet and resolve again (a stream
+        that stalls for less resumes on the same inlet, losing nothing).
     resolve_timeout_s : float
         Timeout of opening a resolved stream (and of its first clock-offset estimate).
     clock_sync, dejitter : bool
@@ -197,12 +203,14 @@ class LslReader:
     def __init__(self, name: str | None, stype: str | None, source_id: str | None = None, *,
                  channels: int | None = None, lost_after_s: float = 0.2,
                  resolve_timeout_s: float = 0.5, clock_sync: bool = True,
-                 dejitter: bool = True, buffer_s: float = 10.0) -> None:
+                 dejitter: bool = True, buffer_s: float = 10.0,
+                 reconnect_after_s: float = 1.0) -> None:
         self.predicate = _predicate(name, stype, source_id)
         if not self.predicate:
             raise ValueError("give a stream name, type or source_id to resolve")
         self.channels = channels
         self.lost_after_s = lost_after_s
+        self.reconnect_after_s = reconnect_after_s
         self.resolve_timeout_s = resolve_timeout_s
         self.clock_sync = clock_sync
         self.dejitter = dejitter
@@ -309,7 +317,8 @@ class LslReader:
         pylsl = _pylsl()
         inlet = None
         last_data = 0.0
-        flowing = False
+        flowing = False      # samples arriving on this inlet
+        fresh = False        # this inlet has not delivered yet (a new connection)
         while not self._stop.is_set():
             if inlet is None:
                 try:
@@ -321,35 +330,45 @@ class LslReader:
                 if inlet is None:
                     continue
                 last_data = time.monotonic()
-                flowing = False
+                flowing, fresh = False, True
             try:
                 data, ts = inlet.pull_chunk(timeout=0.01, max_samples=MAX_CHUNK, as_numpy=True)
-                lost = False
+                gone = False
             except _lost_error(pylsl):
-                data, ts, lost = None, [], True
+                data, ts, gone = None, [], True
             now = time.monotonic()
+            silent = now - last_data
             if len(ts):
                 if not flowing:
                     flowing = True
-                    self.connections += 1
+                    self.connections += fresh
                     assert self.stream is not None
-                    self._change("connected", **self.stream.as_dict())
+                    # new_inlet: samples before it and after it are not contiguous.
+                    self._change("connected", new_inlet=fresh, **self.stream.as_dict())
+                    fresh = False
                 self.samples += len(ts)
                 with self._lock:
                     self._queue.append(("data", (np.array(data, copy=True),
                                                  np.asarray(ts, dtype=float))))
                 last_data = now
-            elif lost or now - last_data > self.lost_after_s:
-                gap = now - last_data
+                continue
+            if flowing and (gone or silent > self.lost_after_s):
+                # Announce the loss at once (frames have stopped); keep the
+                # inlet a while: a stalled outlet that resumes loses nothing.
+                flowing = False
+                self._change("lost", silent_s=round(silent, 3), samples=self.samples,
+                             **(self.stream.as_dict() if self.stream else {}))
+            if gone or silent > max(self.reconnect_after_s, self.lost_after_s):
                 try:
                     inlet.close_stream()
                 except Exception:  # noqa: BLE001, S110 - already gone
                     pass
                 inlet = None
                 self._dead[self._uid] = now
-                if flowing or self.state != "lost":
-                    # One event per loss, not one per failed reconnection.
-                    self._change("lost", silent_s=round(gap, 3), samples=self.samples,
+                if fresh and self.state != "lost":
+                    # Opened but never delivered (e.g. a dead stream the
+                    # resolver still remembered): one event, not one per retry.
+                    self._change("lost", silent_s=round(silent, 3), samples=self.samples,
                                  **(self.stream.as_dict() if self.stream else {}))
         if inlet is not None:
             try:
@@ -400,6 +419,9 @@ class LslSource(Node):
                                        description="Required channel count (None: any).")
         lost_after_s: float = Field(0.2, gt=0, le=10.0,
                                     description="No sample for this long: the stream is lost.")
+        reconnect_after_s: float = Field(
+            1.0, gt=0, le=60.0, description="No sample for this long: close the inlet and "
+                                            "resolve the stream again.")
         resolve_timeout_s: float = Field(0.5, gt=0, le=30.0,
                                          description="Timeout of opening a resolved stream, s.")
         clock_sync: bool = Field(True, description="Apply LSL clock correction (time_correction).")
@@ -439,7 +461,8 @@ class LslSource(Node):
         self.reader = LslReader(p.stream_name, p.stream_type, p.source_id,
                                 channels=p.n_channels, lost_after_s=p.lost_after_s,
                                 resolve_timeout_s=p.resolve_timeout_s, clock_sync=p.clock_sync,
-                                dejitter=p.dejitter, buffer_s=p.buffer_s)
+                                dejitter=p.dejitter, buffer_s=p.buffer_s,
+                                reconnect_after_s=p.reconnect_after_s)
         self.reader.start()
 
     def on_stop(self) -> None:
@@ -490,16 +513,14 @@ class LslSource(Node):
                                    offset_ns=offset_ns)
 
     def _on_state(self, state: str, desc: dict[str, Any]) -> None:
-        if state == "connected":
+        if state == "connected" and (desc.get("new_inlet", True) or self._binner is None):
+            # A new connection: samples before and after are not contiguous,
+            # so a partial bin from before is dropped, never joined.
             if self._binner is not None:
                 self.dropped_partial += self._binner.pending > 0
             self._binner = self._binner_for(desc)
             if self._binner is None:
                 return
-        elif state == "lost" and self._binner is not None:
-            # Never join samples from before a loss to samples after it.
-            self.dropped_partial += self._binner.pending > 0
-            self._binner.reset()
         self.emit("event", Event, kind="stream",
                   data={"node": self.name, "state": state, **_scalars(desc)})
 

@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--linger", type=float, default=0.0, help="keep the outlet open after, s")
     ap.add_argument("--wait-consumer", type=float, default=10.0,
                     help="wait up to this long for an inlet before pushing, s")
+    ap.add_argument("--pause-at", type=float, default=-1.0,
+                    help="stall the outlet at this stream time, s (then catch up: no sample "
+                         "is lost)")
+    ap.add_argument("--pause-for", type=float, default=0.0, help="length of the stall, s")
     ap.add_argument("--start-delay", type=float, default=0.5,
                     help="then wait this long (the inlet's data connection settles), s")
     args = ap.parse_args(argv)
@@ -63,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     sent = 0
     t0 = pylsl.local_clock()
     period = args.chunk_ms / 1000.0
+    paused = False
     while sent < total:
+        if not paused and 0 <= args.pause_at <= sent / args.rate:
+            paused = True
+            time.sleep(args.pause_for)  # a stalled acquisition; the samples keep their times
         due = min(total, int((pylsl.local_clock() - t0) * args.rate) + 1)
         if due > sent:
             x = pattern(sent, due - sent, args.channels)

@@ -30,10 +30,10 @@ TICK = 0.01
 
 
 def _outlet(name: str, seconds: float, channels: int = 8, rate: float = 1000.0,
-            linger: float = 0.0) -> subprocess.Popen:
+            linger: float = 0.0, *extra: str) -> subprocess.Popen:
     p = subprocess.Popen([sys.executable, "-m", "bciarm.testing.lsl_outlet", "--name", name,
                           "--channels", str(channels), "--rate", str(rate),
-                          "--seconds", str(seconds), "--linger", str(linger)],
+                          "--seconds", str(seconds), "--linger", str(linger), *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert p.stdout is not None and p.stdout.readline().strip() == "READY"
     return p
@@ -163,18 +163,40 @@ def test_reconnects_when_the_stream_returns_and_drops_the_partial_bin():
         assert _until(h, lambda: "lost" in _states(h), 20), _states(h)
         first.wait(10)
         n_before = len(h.sent("neural"))
-        assert node.dropped_partial == 1
         second = _outlet(name, seconds=1.0)
         assert _until(h, lambda: _states(h).count("lost") == 2, 20), _states(h)
         second.wait(10)
     finally:
         h.close()
+    assert node.dropped_partial == 1  # the 20 samples of the first stream's last bin
+    connected = [e.data for e in h.sent("event") if e.data["state"] == "connected"]
+    assert [c["new_inlet"] for c in connected] == [True, True]
     assert _states(h) == ["connected", "lost", "connected", "lost"]
     after = h.sent("neural")[n_before:]
     # The new stream starts at its own sample 0: its bins are whole and exact.
     X = np.asarray([f.counts for f in after], dtype=np.int64)
     k0 = 20 - len(after)
     assert len(after) >= 15 and (X == expected_bins(k0, len(after), 50, 8)).all()
+
+
+def test_a_stall_is_announced_and_resumes_on_the_same_inlet_without_loss():
+    name = _name()
+    outlet = _outlet(name, 1.2, 8, 1000.0, 0.0, "--pause-at", "0.5", "--pause-for", "0.6")
+    node = LslSource("lsl", stream_name=name, stream_type=None, bin_s=0.05,
+                     lost_after_s=0.2, reconnect_after_s=3.0, max_latency_s=5.0)
+    h = NodeHarness(node)
+    try:
+        assert _until(h, lambda: _states(h).count("lost") == 2, 20), _states(h)
+        outlet.wait(10)
+    finally:
+        h.close()
+    assert _states(h) == ["connected", "lost", "connected", "lost"]
+    connected = [e.data for e in h.sent("event") if e.data["state"] == "connected"]
+    assert [c["new_inlet"] for c in connected] == [True, False]
+    frames = h.sent("neural")
+    X = np.asarray([f.counts for f in frames], dtype=np.int64)
+    assert len(frames) == 24 and (X == expected_bins(0, 24, 50, 8)).all()  # nothing lost
+    assert node.dropped_partial == 0
 
 
 def test_features_stream_and_refused_width():
