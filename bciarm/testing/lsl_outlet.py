@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--linger", type=float, default=0.0, help="keep the outlet open after, s")
     ap.add_argument("--wait-consumer", type=float, default=10.0,
                     help="wait up to this long for an inlet before pushing, s")
+    ap.add_argument("--pattern", choices=("index", "poisson"), default="index",
+                    help="index: the checkable pattern (channel 0 = sample index); poisson: "
+                         "seeded Poisson counts at ~20 Hz per channel (a decoder can be fit)")
     ap.add_argument("--pause-at", type=float, default=-1.0,
                     help="stall the outlet at this stream time, s (then catch up: no sample "
                          "is lost)")
@@ -68,13 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = pylsl.local_clock()
     period = args.chunk_ms / 1000.0
     paused = False
+    rng = np.random.default_rng(0)
     while sent < total:
         if not paused and 0 <= args.pause_at <= sent / args.rate:
             paused = True
             time.sleep(args.pause_for)  # a stalled acquisition; the samples keep their times
         due = min(total, int((pylsl.local_clock() - t0) * args.rate) + 1)
         if due > sent:
-            x = pattern(sent, due - sent, args.channels)
+            x = (pattern(sent, due - sent, args.channels) if args.pattern == "index"
+                 else rng.poisson(20.0 / args.rate, size=(due - sent, args.channels))
+                 .astype(np.int32))
             # Timestamp of the last sample of the chunk; liblsl back-fills
             # the others from the nominal rate.
             outlet.push_chunk(x, timestamp=t0 + (due - 1) / args.rate)
