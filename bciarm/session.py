@@ -267,7 +267,10 @@ class Session:
                 state_t.append(msg.header.t_ns)
                 state_v.append(to_intent(msg))
         if not frames or not state_t:
-            raise RuntimeError(f"block {block.name!r} recorded no neural frames or effector states")
+            raise RuntimeError(
+                f"block {block.name!r} recorded {len(frames)} neural frames and {len(state_t)} "
+                f"effector states; a decoder cannot be fit (a stream source — lsl, cerebus — "
+                f"publishes nothing until its stream delivers: see its `stream` events)")
         st = np.asarray(state_t, dtype=np.int64)
         sv = np.asarray(state_v)
         bin_s = frames[0].bin_s

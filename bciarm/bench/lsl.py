@@ -69,8 +69,8 @@ def run_lsl_bench(seconds: float = 20.0, rate: float = 1000.0, channels: int = 2
             new.clear()
             if len(frames) * factor >= total:
                 break
-            if any(e.data.get("state") == "lost" for e in events) and frames:
-                break  # the stream ended early: report what arrived
+            if outlet.poll() is not None and events and events[-1].data.get("state") == "lost":
+                break  # the outlet is gone and the stream ended early: report what arrived
             if len(frames) * factor // int(rate) >= last_report + 5:
                 last_report = len(frames) * factor // int(rate)
                 say(f"  {last_report} s received")

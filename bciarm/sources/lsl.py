@@ -60,6 +60,8 @@ MAX_CHUNK = 8192
 #: The resolver forgets a stream this long after its last answer; a lost
 #: stream is not reopened for this long either (unless it answers afresh).
 FORGET_AFTER_S = 1.0
+#: Warn (once) when no stream has delivered this long after start.
+WAIT_WARN_S = 5.0
 
 
 def _pylsl() -> Any:
@@ -386,7 +388,8 @@ class LslSource(Node):
 
     Output ``neural`` (one frame per ``bin_s`` of stream time) and ``event``
     (kind ``stream``: ``state`` ``connected``, ``lost`` or ``refused``, with
-    the stream's name, type, source_id, channels and rate).
+    the stream's name, type, source_id, channels and rate; ``waiting`` once
+    when no stream delivered in the first 5 s).
 
     Attributes
     ----------
@@ -449,6 +452,7 @@ class LslSource(Node):
         super().__init__(name, params, **kwargs)
         self.reader: LslReader | None = None
         self._binner: Rebinner | None = None
+        self._waiting_since: float | None = None
         self.frames = 0
         #: LSL-clock end times of the last bins published (diagnostics, tests).
         self.recent_bin_times: deque[float] = deque(maxlen=10_000)
@@ -500,6 +504,7 @@ class LslSource(Node):
             return
         items = self.reader.take()
         if not items:
+            self._warn_if_waiting()
             return
         local_now = _pylsl().local_clock()
         # LSL time → this runtime's clock (identical in real time; the
@@ -511,6 +516,22 @@ class LslSource(Node):
             elif self._binner is not None:
                 self._publish_bins(*item, local_now=local_now, now_ns=now_ns,
                                    offset_ns=offset_ns)
+
+    def _warn_if_waiting(self) -> None:
+        """Say so (log + a ``waiting`` event) when no stream has been found for a while."""
+        if self.reader is None or self.reader.connections:
+            return
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        elif now - self._waiting_since > WAIT_WARN_S:
+            self._waiting_since = now + 1e9  # once
+            what = self.reader.predicate
+            self.log.warning("no LSL stream matching %s has delivered samples in %g s; is its "
+                             "outlet running and reachable (same network, multicast)?", what,
+                             WAIT_WARN_S)
+            self.emit("event", Event, kind="stream",
+                      data={"node": self.name, "state": "waiting", "query": what})
 
     def _on_state(self, state: str, desc: dict[str, Any]) -> None:
         if state == "connected" and (desc.get("new_inlet", True) or self._binner is None):

@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--seconds", type=float, default=5.0, help="stream length (samples = s × rate)")
     ap.add_argument("--chunk-ms", type=float, default=10.0, help="push period")
-    ap.add_argument("--linger", type=float, default=0.0, help="keep the outlet open after, s")
+    ap.add_argument("--linger", type=float, default=0.5,
+                    help="keep the outlet open after the last push, s (data in flight is lost "
+                         "when an outlet is destroyed)")
     ap.add_argument("--wait-consumer", type=float, default=10.0,
                     help="wait up to this long for an inlet before pushing, s")
     ap.add_argument("--pattern", choices=("index", "poisson"), default="index",
