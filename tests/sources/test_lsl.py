@@ -164,9 +164,11 @@ def test_counts_are_rebinned_exactly_with_corrected_clock_and_loss_is_announced(
     assert len(t_lsl) == len(frames)
     assert np.allclose(np.diff(t_lsl), 0.05, atol=1e-4)
     assert t_lsl[-1] <= pylsl.local_clock()
-    # On the runtime's clock: increasing, never after the publish time.
+    # On the runtime's clock: never decreasing, never after the publish time
+    # (the harness's simulated clock lags the wall clock, so several bins of
+    # one tick may be clamped to the same publish time).
     acq = np.asarray([f.header.neural_t_ns for f in frames])
-    assert (np.diff(acq) > 0).all()
+    assert (np.diff(acq) >= 0).all()
     assert all(f.header.neural_t_ns <= f.header.t_ns for f in frames)
     assert [f.header.neural_seq for f in frames] == [f.header.seq for f in frames]
     lost = [e for e in h.sent("event") if e.data.get("state") == "lost"][-1]
