@@ -65,10 +65,12 @@ def test_outlet_death_stops_the_arm_and_a_new_outlet_is_picked_up(tmp_path, runt
     recs = records(result.session_dir)
     stream = [(m.header.t_ns, m.data) for t, m in recs if t == "event" and m.kind == "stream"
               and m.data["state"] != "waiting"]
-    states = [d["state"] for _, d in stream]
-    assert states[:3] == ["connected", "lost", "connected"], states
-    assert stream[2][1]["new_inlet"] is True
-    t_lost, t_back = stream[1][0], stream[2][0]
+    killed_ns = int(marks["killed"] * 1e9)  # the runtime's clock is time.monotonic
+    # (A starved reader on a loaded machine may add lost/connected pairs of a
+    # resumed stall before the kill; the loss that counts is the one after it.)
+    t_lost = next(t for t, d in stream if d["state"] == "lost" and t >= killed_ns)
+    t_back = next(t for t, d in stream
+                  if d["state"] == "connected" and d["new_inlet"] and t > t_lost)
     intents = [m.header.t_ns for t, m in recs if t == "intent"]
     before = [t for t in intents if t < t_back]
     after = [t for t in intents if t > t_back]
