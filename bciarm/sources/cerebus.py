@@ -25,7 +25,9 @@ device (or Blackrock's nPlayServer) on the network.
   (``state: connected``) — never empty bins, which a decoder would turn
   into intents.  An effector's watchdog stops it meanwhile.
 
-The device-facing part is a small adapter around ``pycbsdk.Session``
+The connection is opened in a thread (opening a device session may block;
+a node's tick, and so its heartbeats, must not) and retried every
+``retry_s``.  The device-facing part is a small adapter around ``pycbsdk.Session``
 (:class:`CbsdkLink`); tests with no device drive the node through a test
 double of that adapter (``bciarm.testing.cerebus_double``), which says so.
 """
@@ -161,6 +163,8 @@ class CerebusSource(Node):
         self._started = False
         self._retry_at = 0.0
         self._connected_at = 0.0
+        self._connector: threading.Thread | None = None
+        self._connect_result: str | None = None
         self._ever_live = False
         self._silence_reported = False
         self.frames = 0
@@ -185,23 +189,21 @@ class CerebusSource(Node):
 
     # -- node side
 
-    def _connect(self, now: float) -> None:
+    def _connect(self) -> None:
+        """Open the link in a thread: opening a device session may block, a tick must not."""
         try:
             self.link.start(self._on_spike)
         except CerebusUnavailable as exc:
-            if self.error != str(exc):
-                self.error = str(exc)
-                self.log.error("%s", exc)
-                self.emit("event", Event, kind="stream",
-                          data={"node": self.name, "state": "unavailable", "reason": str(exc)})
-            self._retry_at = now + self.params.retry_s
-            return
-        self._started = True
-        self.error = None
-        self._last_packet_t = now
-        self._connected_at = now
+            self._connect_result = str(exc)
+        except Exception as exc:  # noqa: BLE001 - anything the library throws: report, retry
+            self._connect_result = f"cannot connect: {exc}"
+        else:
+            self._connect_result = ""
 
     def on_stop(self) -> None:
+        if self._connector is not None:
+            self._connector.join(5.0)
+            self._connector = None
         if self._started:
             self._started = False
             self.link.close()
@@ -210,8 +212,26 @@ class CerebusSource(Node):
         p = self.params
         now = time.monotonic()
         if not self._started:
-            if now >= self._retry_at:
-                self._connect(now)
+            if self._connector is None and now >= self._retry_at:
+                self._connect_result = None
+                self._connector = threading.Thread(target=self._connect, name="cerebus-connect",
+                                                   daemon=True)
+                self._connector.start()
+            if self._connector is not None and not self._connector.is_alive():
+                self._connector = None
+                if self._connect_result:
+                    if self.error != self._connect_result:
+                        self.error = self._connect_result
+                        self.log.error("%s", self._connect_result)
+                        self.emit("event", Event, kind="stream",
+                                  data={"node": self.name, "state": "unavailable",
+                                        "reason": self._connect_result})
+                    self._retry_at = now + p.retry_s
+                else:
+                    self._started = True
+                    self.error = None
+                    self._last_packet_t = now
+                    self._connected_at = now
             return
         packets = self.link.packets()
         if packets != self._last_packets:

@@ -104,7 +104,7 @@ def test_missing_library_or_device_is_reported_not_raised():
 
     node = CerebusSource("cb", link=Broken())
     h = NodeHarness(node)
-    h.tick(3)
+    assert _tick_until(h, lambda: h.sent("event"), 5)  # the connection is tried in a thread
     (ev,) = h.sent("event")
     assert ev.data["state"] == "unavailable" and "CereLink" in ev.data["reason"]
     assert h.sent("neural") == []
