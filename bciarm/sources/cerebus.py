@@ -204,8 +204,9 @@ class CerebusSource(Node):
         if self._connector is not None:
             self._connector.join(5.0)
             self._connector = None
-        if self._started:
+        if self._started or self._connect_result == "":  # connected, even if not yet seen
             self._started = False
+            self._connect_result = None
             self.link.close()
 
     def on_tick(self, now_ns: int) -> None:
