@@ -321,3 +321,29 @@ def test_waits_for_a_stream_and_says_so(monkeypatch):
         h.close()
     (ev,) = h.sent("event")
     assert "name=" in ev.data["query"] and h.sent("neural") == []
+
+
+def test_an_inline_session_with_a_wall_clock_source_is_paced(monkeypatch, tmp_path):
+    """The inline runtime runs faster than real time unless a node reads the wall clock."""
+    from bciarm.bus.inline import InlineRuntime
+    from bciarm.session import Session
+    from bciarm.sources.simulated import SimulatedSource
+
+    paces = []
+
+    class Stop(Exception):
+        pass
+
+    def run_for(self, duration_s, until=None, on_step=None, pace=None):
+        paces.append(pace)
+        raise Stop
+
+    monkeypatch.setattr(InlineRuntime, "run_for", run_for)
+    cfg, _ = load_config("arm_center_out")
+    with pytest.raises(Stop):
+        Session(cfg, out_dir=tmp_path / "a").run()
+    monkeypatch.setattr(SimulatedSource, "wall_clock", True, raising=False)
+    with pytest.raises(Stop):
+        Session(cfg, out_dir=tmp_path / "b").run()
+    assert paces == [None, 1.0]
+    assert LslSource.wall_clock is True
