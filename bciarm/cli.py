@@ -177,6 +177,7 @@ main.add_command(load_command("bciarm.commands.monitor:monitor"))
 main.add_command(load_command("bciarm.commands.session:session"))
 for _op in ("pause", "start_block", "assist", "gain"):  # operator commands beside estop/resume
     main.add_command(load_command(f"bciarm.commands.monitor:{_op}"))
+main.add_command(load_command("bciarm.commands.export:export"))
 _bench = load_command("bciarm.commands.bench:bench")
 _bench.add_command(_rt.bench_bus)  # bciarm bench bus
 main.add_command(_bench)

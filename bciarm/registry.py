@@ -23,6 +23,9 @@ KINDS = ("source", "decoder", "effector", "driver", "task", "scene")
 BUILTIN: dict[str, dict[str, str]] = {
     "source": {
         "simulated": "bciarm.sources.simulated:SimulatedSource",
+        "lsl": "bciarm.sources.lsl:LslSource",
+        "replay": "bciarm.sources.replay:ReplaySource",
+        "cerebus": "bciarm.sources.cerebus:CerebusSource",
     },
     "decoder": {
         "kalman": "bciarm.decoders.kalman:KalmanDecoder",

@@ -236,12 +236,16 @@ class Session:
         Simulated devices run on simulated time.  A real device runs on its own
         clock: a *paced* driver (Franka, UR) waits for it in ``advance()``, so
         the runtime follows it by itself; any other real device (e.g. CANopen
-        drives) needs the runtime paced at wall-clock speed.  A GUI is paced too.
+        drives) needs the runtime paced at wall-clock speed, and so does a node
+        that reads the wall clock itself (``wall_clock = True``: an LSL inlet).
+        A GUI is paced too.
         """
         assert self.runtime is not None
         if self.gui:
             return 1.0
         for node in self.runtime.nodes:
+            if getattr(node, "wall_clock", False):
+                return 1.0
             driver = getattr(getattr(node, "controller", None), "driver", None)
             if driver is not None and not driver.simulated and not driver.paced:
                 return 1.0
@@ -285,7 +289,10 @@ class Session:
                 state_t.append(msg.header.t_ns)
                 state_v.append(to_intent(msg))
         if not frames or not state_t:
-            raise RuntimeError(f"block {block.name!r} recorded no neural frames or effector states")
+            raise RuntimeError(
+                f"block {block.name!r} recorded {len(frames)} neural frames and {len(state_t)} "
+                f"effector states; a decoder cannot be fit (a stream source — lsl, cerebus — "
+                f"publishes nothing until its stream delivers: see its `stream` events)")
         st = np.asarray(state_t, dtype=np.int64)
         sv = np.asarray(state_v)
         bin_s = frames[0].bin_s

@@ -229,6 +229,7 @@ EVENT_KINDS = (
     "collision",
     "assist",
     "mode",
+    "stream",  # a neural input stream connected / lost / refused (LSL, Cerebus)
 )
 
 

@@ -66,3 +66,38 @@ def decoder(channels: str, state_dims: str, impls: tuple[str, ...], budget: floa
         err_console.print(f"{name} (d=7): " + ("n/a" if value is None else f"{value:.1f}×"))
     if as_json:
         click.echo(json.dumps({"results": results}))
+
+
+@bench.command("lsl")
+@click.option("--seconds", type=click.FloatRange(0.5, 3600), default=20.0, show_default=True,
+              help="Length of the stream, s.")
+@click.option("--rate", type=click.FloatRange(1, 100000), default=1000.0, show_default=True,
+              help="Sample rate of the outlet, Hz.")
+@click.option("--channels", type=click.IntRange(1, 65536), default=256, show_default=True)
+@click.option("--bin-s", type=click.FloatRange(0.001, 1.0), default=0.01, show_default=True,
+              help="Bin width the source re-bins to, s.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the figures as one JSON object on the last line of stdout.")
+def lsl(seconds: float, rate: float, channels: int, bin_s: float, as_json: bool) -> None:
+    """A real LSL outlet (another process) into the lsl source: every sample counted.
+
+    Exits non-zero if a sample was lost or a frame does not hold the samples it must.
+    """
+    from bciarm.bench.lsl import run_lsl_bench
+
+    try:
+        figures = run_lsl_bench(seconds=seconds, rate=rate, channels=channels, bin_s=bin_s,
+                                progress=lambda line: err_console.print(line, highlight=False))
+    except (RuntimeError, ModuleNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    table = Table(title="LSL input", title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in figures.items():
+        table.add_row(key, str(value))
+    err_console.print(table)
+    if as_json:
+        click.echo(json.dumps(figures))
+    if figures["lost_samples"] or figures["bad_frames"] or figures["out_of_order"] or \
+            figures["frames"] + figures["stale_dropped"] != figures["frames_expected"]:
+        raise click.ClickException("samples were lost or frames are wrong (see the table)")

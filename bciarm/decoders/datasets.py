@@ -117,42 +117,63 @@ def _load_session(folder: Path) -> Recording:
             sv.append(msg.velocity)
     if not frames or not st:
         raise RecordingError(f"{log_path}: no neural frames or effector states recorded")
-    t = np.asarray(st, dtype=np.int64)
     v = np.asarray(sv)[:, axis_indices(axes)]
-    bin_ns = round(frames[0].bin_s * 1e9)
+    Z, X = pair_bins([f.header.neural_t_ns for f in frames], frames[0].bin_s,
+                     np.asarray(st, dtype=np.int64), v, lag_s,
+                     [f.counts for f in frames])
+    return Recording(Z, X, float(frames[0].bin_s), None, f"{folder.name} (bciarm session)")
+
+
+def pair_bins(bin_end_ns, bin_s: float, state_t_ns: np.ndarray, state_v: np.ndarray,
+              lag_s: float, counts) -> tuple[np.ndarray, np.ndarray]:
+    """Pair each neural bin with the mean velocity over the same bin shifted ``lag_s`` back.
+
+    For a bin ending at ``t``: the mean of the velocity samples in
+    ``(t - lag - bin, t - lag]``; bins with no sample there are dropped.
+    Times in ns (any common clock).  Returns ``(Z (T, N), X (T, k))``.
+    """
+    t = np.asarray(state_t_ns, dtype=np.int64)
+    v = np.asarray(state_v, dtype=np.float64)
+    bin_ns = round(bin_s * 1e9)
     lag_ns = round(lag_s * 1e9)
-    # For each frame, the mean velocity of states in (hi - bin, hi].
-    his = np.array([f.header.neural_t_ns - lag_ns for f in frames], dtype=np.int64)
+    his = np.asarray(bin_end_ns, dtype=np.int64) - lag_ns
     lo_idx = np.searchsorted(t, his - bin_ns, side="right")
     hi_idx = np.searchsorted(t, his, side="right")
     csum = np.vstack([np.zeros((1, v.shape[1])), np.cumsum(v, axis=0)])
     ok = hi_idx > lo_idx
     n = (hi_idx - lo_idx)[ok][:, None]
     X = (csum[hi_idx[ok]] - csum[lo_idx[ok]]) / n
-    Z = np.asarray([f.counts for f, keep in zip(frames, ok) if keep], dtype=np.float64)
-    return Recording(Z, X, float(frames[0].bin_s), None, f"{folder.name} (bciarm session)")
+    Z = np.asarray([c for c, keep in zip(counts, ok) if keep], dtype=np.float64)
+    return Z, X
 
 
 def _load_nwb(path: Path) -> Recording:
+    """An NWB file through the shared reader (:func:`bciarm.record.nwb.read_nwb`).
+
+    Bins are paired with velocity as for a session folder: the calibration
+    lag and task axes of a bciarm export's config, lag 0 and every velocity
+    column for other files.
+    """
+    from bciarm.record.nwb import NwbError, read_nwb
+    from bciarm.space import axis_indices
+
     try:
-        import pynwb
-    except ModuleNotFoundError:
-        raise RecordingError(f"{path}: reading NWB needs pynwb, which is not installed "
-                             f"(pip install pynwb)") from None
-    with pynwb.NWBHDF5IO(str(path), "r") as io:  # pragma: no cover - needs pynwb
-        nwb = io.read()
-        series = {}
-        for container in (nwb.acquisition, *(m.data_interfaces for m in nwb.processing.values())):
-            for name, obj in container.items():
-                if hasattr(obj, "data"):
-                    series[name.lower()] = obj
-        spikes = next((s for n, s in series.items() if "spike" in n or "count" in n), None)
-        vel = next((s for n, s in series.items() if "vel" in n), None)
-        if spikes is None or vel is None:
-            raise RecordingError(f"{path}: need a spike-count TimeSeries (*spike*/*count*) and a "
-                                 f"velocity TimeSeries (*vel*); found {sorted(series)}")
-        counts = np.asarray(spikes.data[:], dtype=np.float64)
-        X = np.asarray(vel.data[:], dtype=np.float64)
-        rate = spikes.rate or 1.0 / float(np.median(np.diff(spikes.timestamps[:])))
-        n = min(len(counts), len(X))
-        return Recording(counts[:n], X[:n], 1.0 / float(rate), None, f"{path.name} (NWB)")
+        data = read_nwb(path)
+    except NwbError as exc:
+        raise RecordingError(str(exc)) from None
+    if data.velocity is None or data.velocity_t is None:
+        raise RecordingError(f"{path}: need a spike-count TimeSeries (*spike*/*count*) and a "
+                             f"velocity TimeSeries (*vel*); no velocity found")
+    cfg = data.config
+    lag_s = float(cfg.get("protocol", {}).get("calibration", {}).get("lag_s", 0.0)) if cfg else 0.0
+    v = data.velocity if data.velocity.ndim == 2 else data.velocity[:, None]
+    if cfg.get("axes") and v.shape[1] == 3:
+        try:
+            v = v[:, axis_indices(cfg["axes"])]
+        except ValueError:
+            pass
+    Z, X = pair_bins(np.round(data.counts_t * 1e9).astype(np.int64), data.bin_s,
+                     np.round(data.velocity_t * 1e9).astype(np.int64), v, lag_s, data.counts)
+    if len(Z) == 0:
+        raise RecordingError(f"{path}: no neural bin has velocity samples to pair with")
+    return Recording(Z, X, data.bin_s, None, data.source)
