@@ -7,8 +7,9 @@ frame, at ``rate`` Hz × ``channels`` uint16 channels for ``seconds``.
 Three variants, run one after the other in the same invocation:
 
 * **bciarm**: the real-time runtime: three group processes (bench nodes in
-  :mod:`bciarm.bench.nodes`) and the broker process (XSUB/XPUB proxy); every
-  frame crosses the codec and validation twice and the broker twice.
+  :mod:`bciarm.bench.nodes`) on the direct data path, with the broker process
+  (the observer feed) running as in a session; every frame crosses the codec
+  and validation twice.
 * **floor**: bare pyzmq, PUB/SUB straight between the three processes, the
   same bytes and the same readout, no codec, no broker.
 * **ezmsg** (extra ``bench``): the same three units, one process each.
@@ -69,7 +70,8 @@ def _wait(procs: list[subprocess.Popen], timeout_s: float) -> None:
 
 def run_bciarm(seconds: float, rate: float, channels: int, workdir: Path) -> dict[str, Any]:
     frames = int(seconds * rate)
-    ep = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("xsub", "xpub", "control")}
+    ep = {k: f"tcp://127.0.0.1:{free_port()}"
+          for k in ("xsub", "xpub", "control", "source", "decoder", "effector")}
     (workdir / "broker.json").write_text(json.dumps({"xsub": ep["xsub"], "xpub": ep["xpub"]}))
     out = workdir / "bciarm.npz"
     classes = {
@@ -84,9 +86,11 @@ def run_bciarm(seconds: float, rate: float, channels: int, workdir: Path) -> dic
     ctl.bind(ep["control"])
     procs = [subprocess.Popen([sys.executable, "-m", "bciarm.bus.broker",
                                str(workdir / "broker.json")], env=_env(), start_new_session=True)]
-    for g in ("effector", "decoder", "source"):
-        spec = {"group": g, "nodes": [g], "classes": {g: classes[g]}, "xsub": ep["xsub"],
-                "xpub": ep["xpub"], "control": ep["control"], "hb_s": 0.25}
+    groups = ("effector", "decoder", "source")
+    for g in groups:
+        peers = [{"group": o, "endpoint": ep[o], "nodes": [o]} for o in groups if o != g]
+        spec = {"group": g, "nodes": [g], "classes": {g: classes[g]}, "data_bind": ep[g],
+                "peers": peers, "xsub": ep["xsub"], "control": ep["control"], "hb_s": 0.25}
         (workdir / f"{g}.json").write_text(json.dumps(spec))
         procs.append(subprocess.Popen([sys.executable, "-m", "bciarm.bus.realtime",
                                        str(workdir / f"{g}.json")], env=_env(),
