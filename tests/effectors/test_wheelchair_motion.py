@@ -63,13 +63,18 @@ def test_stopping_bound_covers_the_simulated_stop(name):
 
 
 def test_documented_stopping_distances():
-    # The figures in the README (intent loss at top speed, 0.15 s watchdog).
+    # The figures in the README (intent loss at top speed; the default watchdog trips
+    # 0.09 s after the last intent: stop_within_s 0.1 minus a tick).
+    from bciarm.effectors.wheelchair.controller import WheelchairConfig
+
+    watchdog = WheelchairConfig().watchdog_timeout_s
+    assert watchdog == pytest.approx(0.09)
     d_in, t_in = stopping_distance(PROFILES["indoor"].max_forward, PROFILES["indoor"].decel,
-                                   PROFILES["indoor"].jerk, DT, 0.15)
+                                   PROFILES["indoor"].jerk, DT, watchdog)
     d_out, t_out = stopping_distance(PROFILES["outdoor"].max_forward, PROFILES["outdoor"].decel,
-                                     PROFILES["outdoor"].jerk, DT, 0.15)
-    assert d_in == pytest.approx(0.64, abs=0.005) and t_in == pytest.approx(1.45, abs=0.011)
-    assert d_out == pytest.approx(2.04, abs=0.005) and t_out == pytest.approx(2.13, abs=0.011)
+                                     PROFILES["outdoor"].jerk, DT, watchdog)
+    assert d_in == pytest.approx(0.59, abs=0.005) and t_in == pytest.approx(1.39, abs=0.011)
+    assert d_out == pytest.approx(1.94, abs=0.005) and t_out == pytest.approx(2.07, abs=0.011)
 
 
 def test_dead_zone_is_continuous_and_reaches_full_scale():
