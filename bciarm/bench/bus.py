@@ -291,8 +291,31 @@ def run_ezmsg(seconds: float, rate: float, channels: int, workdir: Path) -> dict
 
 
 def run_all(seconds: float = 30.0, rate: float = 1000.0, channels: int = 1024, ezmsg: bool = True,
-            progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Run the variants; return exactly the issue's JSON keys (details go to ``progress``)."""
+            progress: Callable[[str], None] = lambda s: None,
+            rt_priority: int = 0) -> dict[str, Any]:
+    """Run the variants; return exactly the issue's JSON keys (details go to ``progress``).
+
+    ``rt_priority`` > 0: this process takes ``SCHED_FIFO`` at that priority and
+    every variant's processes inherit it — the same scheduling for all three.
+    """
+    if rt_priority:
+        from bciarm.bus.realtime import set_realtime_priority
+
+        ok = set_realtime_priority(rt_priority)
+        progress(f"SCHED_FIFO priority {rt_priority} for every variant: "
+                 f"{'yes' if ok else 'refused, normal scheduling'}")
+    try:
+        return _run_all(seconds, rate, channels, ezmsg, progress)
+    finally:
+        if rt_priority:
+            try:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            except OSError:
+                pass
+
+
+def _run_all(seconds: float, rate: float, channels: int, ezmsg: bool,
+             progress: Callable[[str], None]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bciarm-bench-") as tmp:
         work = Path(tmp)
         progress(f"bciarm bus: {seconds:.0f} s at {rate:.0f} Hz x {channels} channels ...")

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = json.loads(Path(argv[0]).read_text())
+    from bciarm.bus.realtime import set_realtime_priority
+
+    set_realtime_priority(int(spec.get("priority", 0)))
     run_broker(spec)
     return 0
 

@@ -80,6 +80,25 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def set_realtime_priority(priority: int) -> bool:
+    """Run this process (and the threads it starts after, ZeroMQ's I/O threads
+    included) under ``SCHED_FIFO`` at ``priority`` (1–99); 0 leaves it alone.
+
+    Where the OS refuses (not root, no ``RLIMIT_RTPRIO``), log it and carry on
+    with normal scheduling.  The loops block in ``poll`` (no busy waiting), and
+    the kernel's RT throttling keeps a runaway from locking a core.
+    """
+    if priority <= 0:
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(priority)))
+        return True
+    except (OSError, AttributeError) as exc:
+        log.warning("SCHED_FIFO priority %d not allowed here (%s): normal scheduling",
+                    priority, exc)
+        return False
+
+
 def sub_prefixes(patterns: tuple[str, ...]) -> list[bytes]:
     """ZMQ SUB prefixes for node input patterns (``*`` → everything)."""
     out: set[bytes] = set()
@@ -762,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     logging.basicConfig(level=spec.get("log_level", logging.WARNING),
                         format=f"%(levelname)s [{spec['group']}] %(name)s: %(message)s")
+    set_realtime_priority(int(spec.get("priority", 0)))  # before any thread starts
     runner = GroupRunner(spec)
     signal.signal(signal.SIGTERM, lambda *_: setattr(runner, "_stop", True))
     return runner.run()

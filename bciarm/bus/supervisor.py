@@ -215,7 +215,7 @@ class Supervisor:
 
     def spawn_broker(self) -> None:
         spec = {"xsub": self.endpoints["xsub_bind"], "xpub": self.endpoints["xpub_bind"],
-                "security": self.security}
+                "security": self.security, "priority": self.rt.priority}
         self.broker.popen = self._popen("broker", "bciarm.bus.broker", spec)
         self.broker.spawned_ns = time.monotonic_ns()
         self.broker.state = "RUNNING"
@@ -231,7 +231,7 @@ class Supervisor:
                 "control": self.endpoints["control"], "hb_s": self.rt.heartbeat_s,
                 "incarnation": p.incarnation, "replay": replay, "hold": not self._bus_seen_after_broker,
                 "security": self.security, "log_level": self.log_level,
-                "record_flush": self.cfg.record.flush_every}
+                "record_flush": self.cfg.record.flush_every, "priority": self.rt.priority}
 
     def peers(self) -> list[dict[str, Any]]:
         """The directory of data endpoints: every group and the supervisor's own."""
