@@ -38,6 +38,7 @@ from bciarm.bus.realtime import free_port
 
 WARMUP_S = 1.0
 _HEAD = struct.Struct("<qq")  # seq, t_ns
+_HEAD3 = struct.Struct("<qqq")  # seq, t_ns, decoder publish t_ns (intents)
 
 
 def _figures(lat_ns: np.ndarray, seqs: np.ndarray, frames: int, rate: float) -> dict[str, Any]:
@@ -139,8 +140,17 @@ def run_bciarm(seconds: float, rate: float, channels: int, workdir: Path) -> dic
                 p.kill()
                 p.wait(5)
         ctx.destroy(linger=0)
-    data = np.load(out)
-    return _figures(data["lat"], data["seqs"], frames, rate)
+    return _hops(np.load(out), frames, rate)
+
+
+def _hops(data: Any, frames: int, rate: float) -> dict[str, Any]:
+    """The figures, plus where the time goes (progress output only): neural frame →
+    intent published by the decoder (hop 1), intent published → applied (hop 2)."""
+    fig = _figures(data["lat"], data["seqs"], frames, rate)
+    if "hop1" in data and data["hop1"].size:
+        fig["hop1_p50_us"] = round(float(np.median(data["hop1"])) / 1e3, 1)
+        fig["hop2_p50_us"] = round(float(np.median(data["lat"] - data["hop1"])) / 1e3, 1)
+    return fig
 
 
 # --------------------------------------------------------------------------- bare pyzmq
@@ -198,7 +208,7 @@ def floor_decoder(sub_ep: str, pub_ep: str, channels: int) -> None:
         seq, t_ns = _HEAD.unpack_from(payload)
         counts = np.frombuffer(payload, "<u2", offset=_HEAD.size)
         v = w @ counts if counts.size == channels else np.zeros(2)
-        pub.send_multipart([b"intent", _HEAD.pack(seq, t_ns) + v.tobytes()])
+        pub.send_multipart([b"intent", _HEAD3.pack(seq, t_ns, time.monotonic_ns()) + v.tobytes()])
         if seq == -2:
             break
     time.sleep(0.5)
@@ -210,19 +220,21 @@ def floor_effector(sub_ep: str, out: str, ready: str) -> None:
     sub = ctx.socket(zmq.SUB)
     sub.subscribe(b"intent")
     sub.connect(sub_ep)
-    lat, seqs = [], []
+    lat, seqs, hop1 = [], [], []
     while True:
         _, payload = sub.recv_multipart()
-        seq, t_ns = _HEAD.unpack_from(payload)
+        seq, t_ns, t_dec = _HEAD3.unpack_from(payload)
         if seq == -2:
             break
         if seq == -1:
             Path(ready).touch()
             continue
-        np.clip(np.frombuffer(payload, "<f8", offset=_HEAD.size), -0.25, 0.25)
+        np.clip(np.frombuffer(payload, "<f8", offset=_HEAD3.size), -0.25, 0.25)
         lat.append(time.monotonic_ns() - t_ns)
         seqs.append(seq)
-    np.savez(out, lat=np.asarray(lat, np.int64), seqs=np.asarray(seqs, np.int64))
+        hop1.append(t_dec - t_ns)
+    np.savez(out, lat=np.asarray(lat, np.int64), seqs=np.asarray(seqs, np.int64),
+             hop1=np.asarray(hop1, np.int64))
     ctx.destroy(linger=0)
 
 
@@ -258,8 +270,7 @@ def run_floor(seconds: float, rate: float, channels: int, workdir: Path,
             if p.poll() is None:
                 p.kill()
                 p.wait(5)
-    data = np.load(out)
-    return _figures(data["lat"], data["seqs"], frames, rate)
+    return _hops(np.load(out), frames, rate)
 
 
 # --------------------------------------------------------------------------- ezmsg

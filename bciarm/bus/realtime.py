@@ -311,6 +311,8 @@ class GroupRunner:
         self._drain_effectors = False
         self.hold = bool(spec.get("hold", False))
         self._readers: dict[str, list[Node]] = {}
+        self._stateful: list[Node] = []
+        self._saved_version: dict[str, Any] = {}
         self.node_group: dict[str, str] = {}
         self.awaited: set[str] = set()
         self.peers_seen: set[str] = set()
@@ -613,6 +615,36 @@ class GroupRunner:
                     w.flush()  # the recorder hands every batch to the OS: kill -9 loses nothing written
         return n
 
+    def _state_path(self, node: Node) -> Path | None:
+        d = self.spec.get("session_dir")
+        return Path(d) / "runtime" / f"{node.name}.state.json" if d else None
+
+    def restore_state(self, node: Node) -> None:
+        """A restarted node takes back what its previous incarnation saved (a task's trials)."""
+        path = self._state_path(node)
+        if path is None or not path.exists():
+            return
+        try:
+            node.restore_snapshot(json.loads(path.read_text()))  # type: ignore[attr-defined]
+            self._saved_version[node.name] = node.state_version  # type: ignore[attr-defined]
+            log.warning("[%s] %s: state restored from %s", self.group, node.name, path.name)
+        except (OSError, ValueError, TypeError) as exc:
+            log.error("[%s] %s: could not restore %s: %s", self.group, node.name, path, exc)
+
+    def save_states(self) -> None:
+        """Save the state of nodes whose ``state_version`` moved (atomic replace)."""
+        for node in self._stateful:
+            version = node.state_version  # type: ignore[attr-defined]
+            if version == self._saved_version[node.name]:
+                continue
+            path = self._state_path(node)
+            if path is None:
+                return
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(node.state_snapshot(), default=_json_default))  # type: ignore[attr-defined]
+            tmp.replace(path)
+            self._saved_version[node.name] = version
+
     def start_nodes(self) -> None:
         from bciarm.config import load_config
 
@@ -642,6 +674,10 @@ class GroupRunner:
         self.set_state("STARTING")
         for node in self.nodes:
             node.on_start()
+        self._stateful = [n for n in self.nodes if callable(getattr(n, "state_snapshot", None))]
+        self._saved_version = {n.name: None for n in self._stateful}
+        for node in self._stateful:
+            self.restore_state(node)
         for ev in self.spec.get("replay", []):
             self.deliver("event", Event(Header(0, time.monotonic_ns(), "supervisor"),
                                         ev["kind"], ev.get("data", {})))
@@ -703,6 +739,8 @@ class GroupRunner:
                         break
             if self.sub in events:
                 self._drain_sub()
+            if self._stateful:
+                self.save_states()
             if self.state in ("RUNNING", "STOPPING"):
                 now = time.monotonic_ns()
                 for s in self.slots:

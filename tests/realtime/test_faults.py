@@ -50,7 +50,7 @@ def _stop_after_intent(recs, t_cut_ns):
     return t_last, min(zero)
 
 
-def test_kill_decoder_then_recorder_mid_session(tmp_path, runtime_dir):
+def test_kill_decoder_recorder_and_task_mid_session(tmp_path, runtime_dir):
     marks: dict[str, int] = {}
 
     def act(sup):
@@ -66,9 +66,17 @@ def test_kill_decoder_then_recorder_mid_session(tmp_path, runtime_dir):
         os.kill(sup.procs["recorder"].popen.pid, signal.SIGKILL)
         wait_for(lambda: sup.procs["recorder"].restarts == 1
                  and sup.procs["recorder"].state == "RUNNING", 10, "the recorder back")
+        # the task: its finished trials must survive it (restored from its saved state)
+        wait_for(lambda: any(m.outcome and m.block == "closed_loop_1" for m in sup.task_msgs),
+                 30, "a finished closed-loop trial")
+        before = {(m.block, m.trial) for m in sup.task_msgs if m.outcome}
+        os.kill(sup.procs["task"].popen.pid, signal.SIGKILL)
+        wait_for(lambda: sup.procs["task"].restarts == 1
+                 and sup.procs["task"].state == "RUNNING", 10, "the task back")
+        marks["task_trials_before"] = before
 
     actor = Actor(act)
-    result = run_realtime(graph(tmp_path), tmp_path / "s", actor, duration_s=8.0)
+    result = run_realtime(graph(tmp_path), tmp_path / "s", actor, duration_s=10.0)
     actor.check()
     recs = records(result.session_dir)
 
@@ -104,6 +112,15 @@ def test_kill_decoder_then_recorder_mid_session(tmp_path, runtime_dir):
           f"{(t_alive - marks['recorder_kill']) / 1e6:.0f} ms outage are missing; all others logged")
     late = [s for s in seqs if frames[s] > t_alive]
     assert late and late == list(range(late[0], seqs[-1] + 1))
+    # the trials finished before the task was killed are in the session's results, once
+    import csv
+
+    with (result.session_dir / "trials.csv").open() as f:
+        rows = [(r["block"], int(r["index"])) for r in csv.DictReader(f)]
+    assert marks["task_trials_before"] <= set(rows), "trials lost with the task process"
+    assert len(rows) == len(set(rows)), "a trial index was used twice after the restart"
+    print(f"task kill: {len(marks['task_trials_before'])} trials finished before it, "
+          f"{len(rows)} in the results")
     # the session completed its protocol
     assert (result.session_dir / "metrics.json").is_file()
     assert [b.name for b in result.blocks] == ["calibration", "closed_loop_1"]
