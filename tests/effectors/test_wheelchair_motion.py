@@ -152,3 +152,15 @@ def test_arc_poses_follow_a_circle():
     poses = arc_poses(0.5, 0.5, math.pi / 2, math.pi / 2, 4)  # quarter circle, radius 1
     assert np.allclose(poses[-1], [1.0, 1.0, math.pi / 2])
     assert np.allclose(np.hypot(poses[:, 0], poses[:, 1] - 1.0), 1.0)
+
+
+def test_stop_contract_trips_the_watchdog_within_stop_within_s():
+    from pydantic import ValidationError
+
+    from bciarm.effectors.wheelchair.controller import WheelchairConfig
+
+    assert WheelchairConfig().watchdog_timeout_s == pytest.approx(0.1 - 0.01)
+    assert WheelchairConfig(stop_within_s=0.2).watchdog_timeout_s == pytest.approx(0.19)
+    assert WheelchairConfig(watchdog_s=0.05).watchdog_timeout_s == 0.05
+    with pytest.raises(ValidationError, match="watchdog_s.*exceeds stop_within_s"):
+        WheelchairConfig(watchdog_s=0.15)
