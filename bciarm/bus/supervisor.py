@@ -174,7 +174,6 @@ class Supervisor:
         self._bus_seen_after_broker = True
         self._hello_back = False
         self._broker_down_ns = 0
-        self._last_probe_ns = 0
         self._hb_next_ns = 0
         self._hb_seen: set[str] = set()
         self._req = 0
