@@ -687,6 +687,7 @@ class Supervisor:
     def write_runtime_file(self, state: str) -> None:
         info = {"pid": os.getpid(), "state": state, "session_dir": str(self.session_dir),
                 "operator": self.endpoints["operator"], "endpoints": self.endpoints,
+                "security": self.security,  # key file paths, for observers (bciarm.bus.observe)
                 "config": self.cfg.name, "t": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         text = json.dumps(info, indent=2)
         (self.session_dir / "runtime.json").write_text(text)

@@ -51,6 +51,20 @@ def test_status_estop_resume_stop(tmp_path, runtime_dir, spawn, monkeypatch):
     human = _cli("status", env=env)
     assert human.returncode == 0 and "decoder" in human.stdout and "RUNNING" in human.stdout
 
+    # the observer feed (the broker): one subscription sees every node's traffic
+    from bciarm.bus.observe import Observer
+
+    with Observer() as obs:
+        seen = set()
+        want = {"neural", "task", "state.arm", "hb.decoder", "hb.recorder"}
+        end = time.monotonic() + 10
+        while not want <= seen and time.monotonic() < end:
+            got = obs.recv(0.5)
+            if got is not None:
+                seen.add(got[0])
+        assert want <= seen, f"observer saw only {sorted(seen)}"
+        assert not obs.rejected
+
     # let the task drive the arm (calibration, open loop), then e-stop
     def arm_moving() -> bool:
         s = json.loads(_cli("status", "--json", env=env).stdout)
