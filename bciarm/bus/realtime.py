@@ -35,6 +35,7 @@ import gc
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -318,6 +319,8 @@ class GroupRunner:
         self.peers_seen: set[str] = set()
         self._t_start = time.monotonic_ns()
         self.obs: zmq.Socket | None = None
+        #: topic prefixes some observer subscribed to on the broker
+        self.observed: set[bytes] = set()
         self.auth: Any = None
         self._local: deque = deque()
         self.bus_rx_ns = 0
@@ -340,9 +343,11 @@ class GroupRunner:
         self.auth = serve_curve(self.ctx, [self.pub], sec)
         self.data_ep = bind_data(self.pub, self.spec.get("data_bind"), self.spec["control"])
         # The observer feed: the same messages to the broker, for whoever subscribes there.
+        # An XPUB, so that we learn what observers want and skip the send (≈ 6 µs of CPU
+        # per message) when nobody watches that topic.
         self.obs = None
         if self.spec.get("xsub"):
-            self.obs = self.ctx.socket(zmq.PUB)
+            self.obs = self.ctx.socket(zmq.XPUB)
             self.obs.linger = 0
             self.obs.sndhwm = 10000
             configure_curve(self.obs, sec)
@@ -368,6 +373,22 @@ class GroupRunner:
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
         self.poller.register(self.ctl, zmq.POLLIN)
+        self._fds = [self.sub.get(zmq.FD), self.ctl.get(zmq.FD)]
+        if self.obs is not None:
+            self.poller.register(self.obs, zmq.POLLIN)
+            self._fds.append(self.obs.get(zmq.FD))
+
+    def _obs_subscriptions(self) -> None:
+        """Observers (un)subscribed through the broker: ``\x01topic`` / ``\x00topic``."""
+        while self.obs.get(zmq.EVENTS) & zmq.POLLIN:
+            msg = self.obs.recv(zmq.NOBLOCK)
+            if msg[:1] == b"\x01":
+                self.observed.add(bytes(msg[1:]))
+            elif msg[:1] == b"\x00":
+                self.observed.discard(bytes(msg[1:]))
+
+    def _observed(self, topic_b: bytes) -> bool:
+        return any(topic_b.startswith(p) for p in self.observed)
 
     def set_peers(self, peers: list[dict[str, Any]]) -> None:
         """(Re)connect the SUB to the peers' data endpoints (the supervisor's directory)."""
@@ -426,7 +447,7 @@ class GroupRunner:
             self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK, copy=len(payload) < 65536)
         except zmq.Again:
             sender.counters.dropped += 1
-        if self.obs is not None:
+        if self.observed and self._observed(topic_b):
             try:  # observers only: a slow or absent broker never holds the data path up
                 self.obs.send_multipart([topic_b, payload], zmq.NOBLOCK,
                                         copy=len(payload) < 65536)
@@ -586,7 +607,7 @@ class GroupRunner:
                 if self.local_topics:
                     self._local.append((f"hb.{n.name}", hb, payload))
                 self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK)
-                if self.obs is not None:
+                if self.observed and self._observed(topic_b):
                     self.obs.send_multipart([topic_b, payload], zmq.NOBLOCK)
             except (zmq.Again, codec.CodecError):
                 pass
@@ -726,11 +747,14 @@ class GroupRunner:
             if timeout_ms >= 1.0:
                 events = dict(self.poller.poll(int(timeout_ms)))
             else:
-                # zmq_poll counts whole milliseconds: for the last one, look once and
-                # sleep the remainder instead of spinning.
+                # zmq_poll counts whole milliseconds: for the last one, look once, then
+                # wait on the sockets' file descriptors with select (µs resolution), so
+                # a message arriving meanwhile (an e-stop) is not left waiting, and
+                # without spinning.  (ZMQ_FD signals edges: the poll(0) before resets it.)
                 events = dict(self.poller.poll(0))
                 if not events and timeout_ms > 0:
-                    time.sleep(timeout_ms / 1e3)
+                    select.select(self._fds, [], [], timeout_ms / 1e3)
+                    events = dict(self.poller.poll(0))
             if self.ctl in events:
                 while True:
                     try:
@@ -739,6 +763,8 @@ class GroupRunner:
                         break
             if self.sub in events:
                 self._drain_sub()
+            if self.obs is not None and self.obs in events:
+                self._obs_subscriptions()
             if self._stateful:
                 self.save_states()
             if self.state in ("RUNNING", "STOPPING"):
