@@ -355,6 +355,8 @@ class GroupRunner:
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.linger = 0
         self.sub.rcvhwm = 10000
+        # A peer sending more than twice the frame bound is cut off before it is read in.
+        self.sub.setsockopt(zmq.MAXMSGSIZE, 2 * MAX_BUS_FRAME)
         configure_curve(self.sub, sec)
         prefixes: set[bytes] = set()
         for n in self.nodes:

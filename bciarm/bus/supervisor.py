@@ -615,10 +615,12 @@ class Supervisor:
     def estop(self, who: str = "operator") -> None:
         """Latch every effector: over the bus (recorded) and the control channel (no broker needed)."""
         self.estopped = True
-        self.announce("estop", reason=who)
+        # The control channel first (the shortest path, no broker, no codec), then the
+        # bus (recorded; it also reaches the effectors, whichever comes first latches).
         for p in self.procs.values():
             if p.kind == "effector":
                 self.send_ctl(p, t="event", kind="estop", data={"reason": who})
+        self.announce("estop", reason=who)
 
     def resume(self, who: str = "operator") -> None:
         self.estopped = False
