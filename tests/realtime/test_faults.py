@@ -167,11 +167,18 @@ def test_hung_source_is_detected_and_broker_death_stops_the_arm(tmp_path, runtim
     assert detected[0]["t_ns"] - marks["hang"] <= 3 * hb_s * 1e9, \
         f"hang detected after {(detected[0]['t_ns'] - marks['hang']) / 1e6:.0f} ms"
 
-    t_last, t_zero = _stop_after_intent(recs, marks["broker_kill"])
+    # Intents keep flowing on the direct path until the supervisor sees the broker dead and
+    # holds the effectors: the arm's last intent is the last one published before the
+    # hold was ordered (the recorded `detected` event).  One published after it reaches the
+    # arm only if it overtakes the hold, and would only make this bound harder to meet.
+    detected = _faults(recs, "broker", "detected")
+    assert detected
+    print(f"broker death detected {(detected[0].header.t_ns - marks['broker_kill']) / 1e6:.1f}"
+          f" ms after the kill")
+    t_last, t_zero = _stop_after_intent(recs, detected[0].header.t_ns)
     assert t_zero - t_last <= BOUND_NS, f"arm at zero {(t_zero - t_last) / 1e6:.1f} ms after " \
                                         f"the last intent"
     print(f"broker kill: arm at rest {(t_zero - t_last) / 1e6:.1f} ms after the last intent")
-    assert _faults(recs, "broker", "detected")  # published once the new broker carries them
     back = _faults(recs, "broker", "restarted")
     assert back
     print(f"broker back (our heartbeat through it, effectors released) after "
