@@ -121,6 +121,9 @@ class RealtimeSpec(_Strict):
     keys_dir: str | None = Field(None, description="CURVE keys (bciarm keys generate DIR)")
     remote: list[str] = Field(default_factory=list, description="groups started by hand on "
                                                                  "other hosts (not spawned)")
+    priority: int = Field(0, ge=0, le=99, description="SCHED_FIFO priority of the node and "
+                                                      "broker processes where the OS allows it "
+                                                      "(root or RLIMIT_RTPRIO); 0: normal")
 
 
 class PrivacySpec(_Strict):

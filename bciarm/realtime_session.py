@@ -118,13 +118,14 @@ class RealtimeSession(Session):
         sup = self.sup
         assert sup is not None
         task_name = self.config.nodes_of("task")[0]
+        record = getattr(type(self._one("task")), "record_class", TrialRecord)
         proc = next(p for p in sup.procs.values() if task_name in p.nodes)
         reply = sup.request(proc, t="query", attr="trials", timeout_s=5.0)
         rows = (reply or {}).get("data", {}).get(task_name, [])
         out = []
         for r in rows:
             r = {k: (np.asarray(v, float) if isinstance(v, list) else v) for k, v in r.items()}
-            out.append(TrialRecord(**r))
+            out.append(record(**r))
         return out
 
     def run(self) -> SessionResult:

@@ -7,8 +7,9 @@ frame, at ``rate`` Hz × ``channels`` uint16 channels for ``seconds``.
 Three variants, run one after the other in the same invocation:
 
 * **bciarm**: the real-time runtime: three group processes (bench nodes in
-  :mod:`bciarm.bench.nodes`) and the broker process (XSUB/XPUB proxy); every
-  frame crosses the codec and validation twice and the broker twice.
+  :mod:`bciarm.bench.nodes`) on the direct data path, with the broker process
+  (the observer feed) running as in a session; every frame crosses the codec
+  and validation twice.
 * **floor**: bare pyzmq, PUB/SUB straight between the three processes, the
   same bytes and the same readout, no codec, no broker.
 * **ezmsg** (extra ``bench``): the same three units, one process each.
@@ -37,6 +38,7 @@ from bciarm.bus.realtime import free_port
 
 WARMUP_S = 1.0
 _HEAD = struct.Struct("<qq")  # seq, t_ns
+_HEAD3 = struct.Struct("<qqq")  # seq, t_ns, decoder publish t_ns (intents)
 
 
 def _figures(lat_ns: np.ndarray, seqs: np.ndarray, frames: int, rate: float) -> dict[str, Any]:
@@ -69,7 +71,8 @@ def _wait(procs: list[subprocess.Popen], timeout_s: float) -> None:
 
 def run_bciarm(seconds: float, rate: float, channels: int, workdir: Path) -> dict[str, Any]:
     frames = int(seconds * rate)
-    ep = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("xsub", "xpub", "control")}
+    ep = {k: f"tcp://127.0.0.1:{free_port()}"
+          for k in ("xsub", "xpub", "control", "source", "decoder", "effector")}
     (workdir / "broker.json").write_text(json.dumps({"xsub": ep["xsub"], "xpub": ep["xpub"]}))
     out = workdir / "bciarm.npz"
     classes = {
@@ -84,9 +87,11 @@ def run_bciarm(seconds: float, rate: float, channels: int, workdir: Path) -> dic
     ctl.bind(ep["control"])
     procs = [subprocess.Popen([sys.executable, "-m", "bciarm.bus.broker",
                                str(workdir / "broker.json")], env=_env(), start_new_session=True)]
-    for g in ("effector", "decoder", "source"):
-        spec = {"group": g, "nodes": [g], "classes": {g: classes[g]}, "xsub": ep["xsub"],
-                "xpub": ep["xpub"], "control": ep["control"], "hb_s": 0.25}
+    groups = ("effector", "decoder", "source")
+    for g in groups:
+        peers = [{"group": o, "endpoint": ep[o], "nodes": [o]} for o in groups if o != g]
+        spec = {"group": g, "nodes": [g], "classes": {g: classes[g]}, "data_bind": ep[g],
+                "peers": peers, "xsub": ep["xsub"], "control": ep["control"], "hb_s": 0.25}
         (workdir / f"{g}.json").write_text(json.dumps(spec))
         procs.append(subprocess.Popen([sys.executable, "-m", "bciarm.bus.realtime",
                                        str(workdir / f"{g}.json")], env=_env(),
@@ -135,8 +140,17 @@ def run_bciarm(seconds: float, rate: float, channels: int, workdir: Path) -> dic
                 p.kill()
                 p.wait(5)
         ctx.destroy(linger=0)
-    data = np.load(out)
-    return _figures(data["lat"], data["seqs"], frames, rate)
+    return _hops(np.load(out), frames, rate)
+
+
+def _hops(data: Any, frames: int, rate: float) -> dict[str, Any]:
+    """The figures, plus where the time goes (progress output only): neural frame →
+    intent published by the decoder (hop 1), intent published → applied (hop 2)."""
+    fig = _figures(data["lat"], data["seqs"], frames, rate)
+    if "hop1" in data and data["hop1"].size:
+        fig["hop1_p50_us"] = round(float(np.median(data["hop1"])) / 1e3, 1)
+        fig["hop2_p50_us"] = round(float(np.median(data["lat"] - data["hop1"])) / 1e3, 1)
+    return fig
 
 
 # --------------------------------------------------------------------------- bare pyzmq
@@ -194,7 +208,7 @@ def floor_decoder(sub_ep: str, pub_ep: str, channels: int) -> None:
         seq, t_ns = _HEAD.unpack_from(payload)
         counts = np.frombuffer(payload, "<u2", offset=_HEAD.size)
         v = w @ counts if counts.size == channels else np.zeros(2)
-        pub.send_multipart([b"intent", _HEAD.pack(seq, t_ns) + v.tobytes()])
+        pub.send_multipart([b"intent", _HEAD3.pack(seq, t_ns, time.monotonic_ns()) + v.tobytes()])
         if seq == -2:
             break
     time.sleep(0.5)
@@ -206,19 +220,21 @@ def floor_effector(sub_ep: str, out: str, ready: str) -> None:
     sub = ctx.socket(zmq.SUB)
     sub.subscribe(b"intent")
     sub.connect(sub_ep)
-    lat, seqs = [], []
+    lat, seqs, hop1 = [], [], []
     while True:
         _, payload = sub.recv_multipart()
-        seq, t_ns = _HEAD.unpack_from(payload)
+        seq, t_ns, t_dec = _HEAD3.unpack_from(payload)
         if seq == -2:
             break
         if seq == -1:
             Path(ready).touch()
             continue
-        np.clip(np.frombuffer(payload, "<f8", offset=_HEAD.size), -0.25, 0.25)
+        np.clip(np.frombuffer(payload, "<f8", offset=_HEAD3.size), -0.25, 0.25)
         lat.append(time.monotonic_ns() - t_ns)
         seqs.append(seq)
-    np.savez(out, lat=np.asarray(lat, np.int64), seqs=np.asarray(seqs, np.int64))
+        hop1.append(t_dec - t_ns)
+    np.savez(out, lat=np.asarray(lat, np.int64), seqs=np.asarray(seqs, np.int64),
+             hop1=np.asarray(hop1, np.int64))
     ctx.destroy(linger=0)
 
 
@@ -254,8 +270,7 @@ def run_floor(seconds: float, rate: float, channels: int, workdir: Path,
             if p.poll() is None:
                 p.kill()
                 p.wait(5)
-    data = np.load(out)
-    return _figures(data["lat"], data["seqs"], frames, rate)
+    return _hops(np.load(out), frames, rate)
 
 
 # --------------------------------------------------------------------------- ezmsg
@@ -287,8 +302,31 @@ def run_ezmsg(seconds: float, rate: float, channels: int, workdir: Path) -> dict
 
 
 def run_all(seconds: float = 30.0, rate: float = 1000.0, channels: int = 1024, ezmsg: bool = True,
-            progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Run the variants; return exactly the issue's JSON keys (details go to ``progress``)."""
+            progress: Callable[[str], None] = lambda s: None,
+            rt_priority: int = 0) -> dict[str, Any]:
+    """Run the variants; return exactly the issue's JSON keys (details go to ``progress``).
+
+    ``rt_priority`` > 0: this process takes ``SCHED_FIFO`` at that priority and
+    every variant's processes inherit it — the same scheduling for all three.
+    """
+    if rt_priority:
+        from bciarm.bus.realtime import set_realtime_priority
+
+        ok = set_realtime_priority(rt_priority)
+        progress(f"SCHED_FIFO priority {rt_priority} for every variant: "
+                 f"{'yes' if ok else 'refused, normal scheduling'}")
+    try:
+        return _run_all(seconds, rate, channels, ezmsg, progress)
+    finally:
+        if rt_priority:
+            try:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            except OSError:
+                pass
+
+
+def _run_all(seconds: float, rate: float, channels: int, ezmsg: bool,
+             progress: Callable[[str], None]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bciarm-bench-") as tmp:
         work = Path(tmp)
         progress(f"bciarm bus: {seconds:.0f} s at {rate:.0f} Hz x {channels} channels ...")

@@ -56,6 +56,10 @@ class Source(ez.Unit):
             t += period
             await asyncio.sleep(max(0.0, t - time.monotonic()))
         yield self.OUTPUT, Frame(-2, 0, counts[:0])
+        # The effector ends the run once the last frame reached it (its results written):
+        # a NormalTermination here ends the whole graph and, on a busy machine, cut the
+        # chain off while frames were still in flight (no results).  Fallback: 60 s.
+        await asyncio.sleep(60.0)
         raise ez.NormalTermination
 
 
@@ -78,8 +82,6 @@ class Decoder(ez.Unit):
     async def on_frame(self, msg: Frame) -> AsyncGenerator:
         v = self.w @ msg.counts if msg.seq >= 0 else np.zeros(2)
         yield self.OUTPUT, Cmd(msg.seq, msg.t_ns, v)
-        if msg.seq == -2:
-            raise ez.NormalTermination
 
 
 class EffSettings(ez.Settings):

@@ -70,13 +70,16 @@ class BenchEffector(Node):
     def on_start(self) -> None:
         self.lat: list[int] = []
         self.seqs: list[int] = []
+        self.hop1: list[int] = []  # neural acquisition -> intent published (diagnostic)
 
     def on_message(self, topic: str, msg: Message) -> None:
         assert isinstance(msg, Intent)
         np.clip(msg.velocity, -0.25, 0.25)  # "command applied"
-        self.lat.append(time.monotonic_ns() - msg.header.neural_t_ns)
-        self.seqs.append(msg.header.neural_seq)
+        h = msg.header
+        self.lat.append(time.monotonic_ns() - h.neural_t_ns)
+        self.seqs.append(h.neural_seq)
+        self.hop1.append(h.t_ns - h.neural_t_ns)
 
     def on_stop(self) -> None:
         np.savez(self.params.out, lat=np.asarray(self.lat, np.int64),
-                 seqs=np.asarray(self.seqs, np.int64))
+                 seqs=np.asarray(self.seqs, np.int64), hop1=np.asarray(self.hop1, np.int64))

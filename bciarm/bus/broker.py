@@ -1,4 +1,10 @@
-"""The bus broker: an XSUB/XPUB proxy in its own process.
+"""The bus broker: an XSUB/XPUB proxy in its own process, the observer feed.
+
+Data between nodes do not cross it (each process binds its own data PUB and
+subscribers connect straight to it, see :mod:`bciarm.bus.realtime`); every
+process also publishes to the broker's XSUB, so the broker's XPUB is the one
+endpoint where a monitor or tool subscribes to *every* topic.  Publishers
+send it only the topics some observer subscribed to.
 
 ``python -m bciarm.bus.broker SPEC.json`` binds ``xsub`` (publishers connect)
 and ``xpub`` (subscribers connect) and forwards frames and subscriptions
@@ -35,18 +41,9 @@ def run_broker(spec: dict[str, Any]) -> None:
         s.rcvhwm = 100000
     xsub.setsockopt(zmq.MAXMSGSIZE, int(spec.get("max_msg_bytes", 16 * 1024 * 1024)))
     if sec.get("mode") == "curve":
-        from zmq.auth.thread import ThreadAuthenticator
+        from bciarm.bus.security import serve_curve
 
-        from bciarm.bus.security import load_server_keys
-
-        auth = ThreadAuthenticator(ctx)
-        auth.start()
-        auth.configure_curve(domain="*", location=str(sec["clients_dir"]))
-        pub, secret = load_server_keys(sec)
-        for s in (xsub, xpub):
-            s.curve_server = True
-            s.curve_publickey = pub
-            s.curve_secretkey = secret
+        auth = serve_curve(ctx, [xsub, xpub], sec)
     xsub.bind(spec["xsub"])
     xpub.bind(spec["xpub"])
     try:
@@ -66,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = json.loads(Path(argv[0]).read_text())
+    from bciarm.bus.realtime import set_realtime_priority
+
+    set_realtime_priority(int(spec.get("priority", 0)))
     run_broker(spec)
     return 0
 

@@ -123,6 +123,41 @@ def _encode_value(spec: _FieldSpec, value: Any) -> Any:
     return value
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _array_encoder(value: Any) -> dict[str, Any]:
+    return _encode_array(np.asarray(value))
+
+
+_ENCODERS: dict[type, tuple[tuple[str, Any], ...]] = {}
+
+
+def _encoders(cls: type[Message]) -> tuple[tuple[str, Any], ...]:
+    """(field name, encoder) pairs of a message class, built once (the hot path)."""
+    enc = _ENCODERS.get(cls)
+    if enc is None:
+        table = {"array": _array_encoder, "str_tuple": list, "float": float}
+        enc = _ENCODERS[cls] = tuple((f.name, table.get(f.kind, _identity))
+                                     for f in schema_of(cls))
+    return enc
+
+
+_CLASS_OF_TOPIC: dict[str, type[Message] | None] = {}
+
+
+def class_for(topic: str) -> type[Message] | None:
+    """:func:`message_class_for`, memoised for the topics actually seen (bounded)."""
+    try:
+        return _CLASS_OF_TOPIC[topic]
+    except KeyError:
+        cls = message_class_for(topic)
+        if cls is not None and len(_CLASS_OF_TOPIC) < 4096:
+            _CLASS_OF_TOPIC[topic] = cls
+        return cls
+
+
 def encode(topic: str, msg: Message) -> tuple[bytes, bytes]:
     """Encode ``msg`` for ``topic`` into ``(topic_bytes, payload_bytes)``.
 
@@ -131,21 +166,18 @@ def encode(topic: str, msg: Message) -> tuple[bytes, bytes]:
     CodecError
         If the topic does not carry this message type.
     """
-    cls = message_class_for(topic)
+    cls = class_for(topic)
     if cls is None or not isinstance(msg, cls):
         raise CodecError("unknown_topic", f"topic {topic!r} does not carry {type(msg).__name__}")
     h = msg.header
-    body = {s.name: _encode_value(s, getattr(msg, s.name)) for s in schema_of(cls)}
-    payload = msgpack.packb(
-        {
-            "v": SCHEMA_VERSION,
-            "type": cls.__name__,
-            "h": [h.seq, h.t_ns, h.src, h.neural_seq, h.neural_t_ns],
-            "b": body,
-        },
-        use_bin_type=True,
-    )
+    body = {name: enc(getattr(msg, name)) for name, enc in _encoders(cls)}
+    payload = _pack({"v": SCHEMA_VERSION, "type": cls.__name__,
+                     "h": [h.seq, h.t_ns, h.src, h.neural_seq, h.neural_t_ns], "b": body})
     return topic.encode("utf-8"), payload
+
+
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+_pack = _packer.pack
 
 
 # --------------------------------------------------------------------------- decode
@@ -167,7 +199,18 @@ def _check_str(name: str, value: Any, limit: int = MAX_STR_CHARS) -> str:
     return value
 
 
+_I64_MAX = _INT64[1]
+
+
 def _decode_header(raw: Any) -> Header:
+    # Fast path: a well-formed header (msgpack ints are never below int64's minimum).
+    if type(raw) is list and len(raw) == 5:
+        seq, t_ns, src, nseq, nt = raw
+        if (type(seq) is int and type(t_ns) is int and type(src) is str
+                and type(nseq) is int and type(nt) is int and 0 <= seq <= _I64_MAX
+                and t_ns <= _I64_MAX and nseq <= _I64_MAX and nt <= _I64_MAX
+                and len(src) <= MAX_SRC_CHARS):
+            return Header(seq, t_ns, src, nseq, nt)
     if not isinstance(raw, list) or len(raw) != 5:
         raise CodecError("header", "header must be [seq, t_ns, src, neural_seq, neural_t_ns]")
     seq = _check_int("header.seq", raw[0])
@@ -205,7 +248,9 @@ def _decode_array(name: str, raw: Any, spec: ArraySpec) -> np.ndarray:
     arr = np.frombuffer(data, dtype=dtype)
     if spec.ndim != 1:
         arr = arr.reshape(shape)
-    if spec.finite and dtype.kind == "f" and not np.isfinite(arr).all():
+    if spec.finite and dtype.kind == "f" and not (
+            all(map(math.isfinite, arr.tolist())) if size <= 32 else np.isfinite(arr).all()):
+        # (a small array: a Python loop beats the ufunc's fixed cost)
         raise CodecError("non_finite", f"{name} contains NaN or Inf")
     return arr
 
@@ -272,13 +317,11 @@ def decode(topic_bytes: bytes, payload: bytes) -> tuple[str, Message]:
         topic = bytes(topic_bytes).decode("utf-8")
     except UnicodeDecodeError:
         raise CodecError("garbage", "topic is not UTF-8") from None
-    cls = message_class_for(topic)
+    cls = class_for(topic)
     if cls is None:
         raise CodecError("unknown_topic", f"unknown topic {topic[:40]!r}")
     try:
-        top = msgpack.unpackb(
-            bytes(payload), raw=False, strict_map_key=True
-        )
+        top = msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated exception types
         raise CodecError("garbage", f"payload is not valid msgpack ({type(exc).__name__})") from None
     if type(top) is not dict or len(top) != 4 or not ("v" in top and "type" in top
@@ -298,7 +341,7 @@ def decode(topic_bytes: bytes, payload: bytes) -> tuple[str, Message]:
         got = sorted(body) if isinstance(body, dict) else type(body).__name__
         raise CodecError("fields", f"{cls.__name__} needs fields {want}, got {got}")
     values = {s.name: _decode_value(s, body[s.name]) for s in specs}
-    return topic, cls(header=header, **values)  # type: ignore[call-arg]
+    return topic, cls(header, **values)  # type: ignore[call-arg]
 
 
 def roundtrip(topic: str, msg: Message) -> Message:

@@ -8,9 +8,11 @@ for each client name given, in ZeroMQ's certificate format
     DIR/clients/<name>.key                      public keys the broker admits
     DIR/private/<name>.key_secret               a client's own pair
 
-A graph with ``security: curve`` and ``realtime.keys_dir: DIR`` makes the
-broker a CURVE server that admits only the public keys in ``DIR/clients``;
-every node process is a CURVE client with ``DIR/private/<client>.key_secret``.
+A graph with ``security: curve`` and ``realtime.keys_dir: DIR`` makes every
+*bound* bus socket a CURVE server that admits only the public keys in
+``DIR/clients``: the broker's XSUB/XPUB and each process's data PUB (the
+direct data path; every publishing process holds the ``server`` pair).  Every
+connecting socket is a CURVE client with ``DIR/private/<client>.key_secret``.
 A peer without an admitted key can neither publish (inject intents) nor
 subscribe (read neural data): the handshake fails before any frame flows.
 """
@@ -69,3 +71,23 @@ def load_client_keys(sec: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
     if secret is None:
         raise ValueError(f"{sec['client_secret']} holds no secret key")
     return pub, secret, server_pub
+
+
+def serve_curve(ctx: zmq.Context, socks: list[zmq.Socket], sec: dict[str, Any] | None) -> Any:
+    """Make ``socks`` CURVE servers admitting ``clients_dir`` (no-op without CURVE).
+
+    Returns the started ZAP authenticator (stop it before destroying ``ctx``) or None.
+    """
+    if not sec or sec.get("mode") != "curve":
+        return None
+    from zmq.auth.thread import ThreadAuthenticator
+
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(sec["clients_dir"]))
+    pub, secret = load_server_keys(sec)
+    for s in socks:
+        s.curve_server = True
+        s.curve_publickey = pub
+        s.curve_secretkey = secret
+    return auth

@@ -2,9 +2,14 @@
 
 The supervisor (the ``bciarm run --mode realtime`` process)
 
-* runs the broker (:mod:`bciarm.bus.broker`) as a child on fixed endpoints,
+* runs the broker (:mod:`bciarm.bus.broker`, the observer feed) as a child on
+  fixed endpoints,
 * starts one process per node, or per ``group`` of the graph YAML, plus the
   recorder (:mod:`bciarm.bus.realtime`), each from a JSON spec file,
+* is the directory of the direct data path: it assigns every process a data
+  endpoint (a fixed port, kept across restarts) and hands each the list of
+  its peers; a process started by hand elsewhere reports the endpoint it
+  bound and the supervisor passes it on,
 * owns the control channel (ROUTER; node processes connect a DEALER) over
   which nodes report their state and heartbeat, and the operator channel (REP)
   that ``bciarm status | stop | estop | resume`` talk to,
@@ -13,9 +18,12 @@ The supervisor (the ``bciarm run --mode realtime`` process)
   parameters, replaying the session's sticky events (current block, last
   ``decoder_update`` — so a decoder reloads its last saved file — and the
   e-stop latch).  A dead broker is restarted on the same endpoints; the nodes'
-  sockets reconnect by themselves.  Every fault and restart is published as an
-  ``event`` of kind ``fault`` (``data.action``: ``detected`` / ``restarted``),
-  so it lands in the recording.
+  sockets reconnect by themselves.  Data keep flowing meanwhile (they do not
+  cross the broker) but the session is not observable, so the supervisor
+  *holds* the effectors (intents withheld; each effector's watchdog stops it)
+  until its own heartbeat comes back through the new broker.  Every fault and
+  restart is published as an ``event`` of kind ``fault`` (``data.action``:
+  ``detected`` / ``restarted``), so it lands in the recording.
 
 Everything the supervisor publishes on the bus comes from the ``protocol``
 node, as in the inline session.
@@ -37,9 +45,10 @@ from typing import Any
 import zmq
 
 from bciarm.bus import codec
-from bciarm.bus.messages import Event, Message, TaskState
+from bciarm.bus.messages import Event, Heartbeat, Message, TaskState
 from bciarm.bus.node import Node, NodeParams
-from bciarm.bus.realtime import NS_PER_S, configure_curve, free_port
+from bciarm.bus.realtime import NS_PER_S, configure_curve, connect_address, free_port
+from bciarm.bus.security import serve_curve
 
 log = logging.getLogger("bciarm.supervisor")
 
@@ -89,6 +98,8 @@ class Proc:
     fault_ns: int = 0
     bus_rx_ns: int = 0
     restart_ns: list[int] = field(default_factory=list)
+    data_bind: str | None = None
+    data: str | None = None  # where peers connect to its data socket
 
 
 class _ProtocolCtx:
@@ -139,6 +150,9 @@ class Supervisor:
         }
         for k in ("xsub", "xpub", "control"):
             self.endpoints[k] = self.endpoints[f"{k}_bind"].replace("0.0.0.0", host).replace("*", host)
+        self.endpoints["data_bind"] = f"tcp://{bind}:{free_port(host)}"
+        self.endpoints["data"] = connect_address(self.endpoints["data_bind"],
+                                                 self.endpoints["control"])
         from bciarm.bus.security import security_spec
 
         self.security = security_spec(config.security, self.rt.keys_dir)
@@ -151,7 +165,10 @@ class Supervisor:
         for g, names in groups.items():
             kinds = {config.nodes[n].kind for n in names if n in config.nodes}
             kind = "effector" if "effector" in kinds else ("recorder" if g == "recorder" else "other")
-            self.procs[g] = Proc(g, names, kind, remote=g in self.rt.remote)
+            p = self.procs[g] = Proc(g, names, kind, remote=g in self.rt.remote)
+            if not p.remote:  # a remote group binds on its own host and tells us
+                p.data_bind = f"tcp://{bind}:{free_port(host)}"
+                p.data = connect_address(p.data_bind, self.endpoints["control"])
         self.broker = Proc("broker", [], "broker")
         self.sticky: dict[str, dict[str, Any]] = {}
         self.estopped = False
@@ -159,11 +176,11 @@ class Supervisor:
         self.stop_requested = False
         self.events: list[dict[str, Any]] = []  # faults and restarts, for the report
         self.task_msgs: list[TaskState] = []
-        self._pending_events: list[tuple[str, dict[str, Any]]] = []
         self._bus_seen_after_broker = True
         self._hello_back = False
         self._broker_down_ns = 0
-        self._last_probe_ns = 0
+        self._hb_next_ns = 0
+        self._hb_seen: set[str] = set()
         self._req = 0
         self._replies: dict[int, dict[str, Any]] = {}
         self.voice = ProtocolVoice("protocol")
@@ -171,6 +188,7 @@ class Supervisor:
         self.started = False
         self._last_check_ns = 0
         self.spare: subprocess.Popen | None = None
+        self.auth: Any = None
 
     # ------------------------------------------------------------------ processes
 
@@ -201,7 +219,7 @@ class Supervisor:
 
     def spawn_broker(self) -> None:
         spec = {"xsub": self.endpoints["xsub_bind"], "xpub": self.endpoints["xpub_bind"],
-                "security": self.security}
+                "security": self.security, "priority": self.rt.priority}
         self.broker.popen = self._popen("broker", "bciarm.bus.broker", spec)
         self.broker.spawned_ns = time.monotonic_ns()
         self.broker.state = "RUNNING"
@@ -212,11 +230,18 @@ class Supervisor:
         if self.estopped:
             replay.append({"kind": "estop", "data": {"reason": "latched before restart"}})
         return {"group": p.group, "nodes": p.nodes, "config": str(self.session_dir / "config.yaml"),
-                "session_dir": str(self.session_dir), "xsub": self.endpoints["xsub"],
-                "xpub": self.endpoints["xpub"], "control": self.endpoints["control"],
-                "hb_s": self.rt.heartbeat_s, "incarnation": p.incarnation, "replay": replay,
+                "session_dir": str(self.session_dir), "data_bind": p.data_bind,
+                "peers": self.peers(), "xsub": self.endpoints["xsub"],
+                "control": self.endpoints["control"], "hb_s": self.rt.heartbeat_s,
+                "incarnation": p.incarnation, "replay": replay, "hold": not self._bus_seen_after_broker,
                 "security": self.security, "log_level": self.log_level,
-                "record_flush": self.cfg.record.flush_every}
+                "record_flush": self.cfg.record.flush_every, "priority": self.rt.priority}
+
+    def peers(self) -> list[dict[str, Any]]:
+        """The directory of data endpoints: every group and the supervisor's own."""
+        return [{"group": "supervisor", "endpoint": self.endpoints["data"], "nodes": ["protocol"]},
+                *({"group": p.group, "endpoint": p.data, "nodes": p.nodes}
+                  for p in self.procs.values())]
 
     def spawn(self, p: Proc) -> None:
         spec = self.group_spec(p)
@@ -255,23 +280,65 @@ class Supervisor:
         self.op = c.socket(zmq.REP)
         self.op.linger = 0
         self.op.bind(self.endpoints["operator"])
+        # Our data socket (protocol events, our heartbeat), bound like every process's.
         self.pub = c.socket(zmq.PUB)
         self.pub.linger = 0
-        configure_curve(self.pub, self.security)
-        self.pub.connect(self.endpoints["xsub"])
+        self.auth = serve_curve(c, [self.pub], self.security)
+        self.pub.bind(self.endpoints["data_bind"])
+        # The observer feed (the broker) and a probe of it: our heartbeat coming back.
+        self.obs_pub = c.socket(zmq.PUB)
+        self.obs_pub.linger = 0
+        configure_curve(self.obs_pub, self.security)
+        self.obs_pub.connect(self.endpoints["xsub"])
+        self.obs_sub = c.socket(zmq.SUB)
+        self.obs_sub.linger = 0
+        configure_curve(self.obs_sub, self.security)
+        self.obs_sub.setsockopt(zmq.SUBSCRIBE, b"hb.protocol")
+        self.obs_sub.connect(self.endpoints["xpub"])
+        # Task messages and events straight from the groups.
         self.sub = c.socket(zmq.SUB)
         self.sub.linger = 0
         configure_curve(self.sub, self.security)
-        for t in (b"task", b"event"):
+        for t in (b"task", b"event", b"hb."):
             self.sub.setsockopt(zmq.SUBSCRIBE, t)
-        self.sub.connect(self.endpoints["xpub"])
+        self._sub_eps: dict[str, str] = {}
+        self._connect_peers()
         self.poller = zmq.Poller()
-        for s in (self.ctl, self.op, self.sub):
+        for s in (self.ctl, self.op, self.sub, self.obs_sub):
             self.poller.register(s, zmq.POLLIN)
+
+    def _connect_peers(self) -> None:
+        for p in self.procs.values():
+            old = self._sub_eps.get(p.group)
+            if p.data is None or old == p.data:
+                continue
+            if old:
+                try:
+                    self.sub.disconnect(old)
+                except zmq.ZMQError:
+                    pass
+            self.sub.connect(p.data)
+            self._sub_eps[p.group] = p.data
 
     def _bus_publish(self, topic: str, msg: Message) -> None:
         topic_b, payload = codec.encode(topic, msg)
         self.pub.send_multipart([topic_b, payload])
+        try:
+            self.obs_pub.send_multipart([topic_b, payload], zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def bus_heartbeat(self) -> None:
+        """``hb.protocol`` on the bus: peers wait for it before READY, and its return
+        through the broker tells us the observer feed works."""
+        now = time.monotonic_ns()
+        if now < self._hb_next_ns:
+            return
+        starting = any(p.state == "STARTING" for p in self.procs.values())
+        self._hb_next_ns = now + (min(self.hb_ns, 20_000_000) if starting or
+                                  not self._bus_seen_after_broker else self.hb_ns)
+        self.voice.emit(f"hb.{self.voice.name}", Heartbeat, node=self.voice.name,
+                        state="RUNNING" if self.started else "STARTING")
 
     def announce(self, kind: str, **data: Any) -> None:
         """Publish a protocol event (and remember it if it is sticky)."""
@@ -286,10 +353,7 @@ class Supervisor:
         data = {**data, "t_ns": time.monotonic_ns()}
         self.events.append(data)
         log.warning("fault: %s", data)
-        if self._bus_seen_after_broker:
-            self.announce("fault", **data)
-        else:
-            self._pending_events.append(("fault", data))
+        self.announce("fault", **data)
 
     def send_ctl(self, p: Proc, **msg: Any) -> bool:
         if p.ident is None:
@@ -328,6 +392,14 @@ class Supervisor:
         if t == "state":
             old, p.state = p.state, msg["state"]
             p.last_hb_ns = now
+            if msg.get("data") and msg["data"] != p.data:
+                # bound elsewhere than assigned (a remote host, a taken port): tell everyone
+                p.data = msg["data"]
+                self._connect_peers()
+                for q in self.procs.values():
+                    self.send_ctl(q, t="peers", peers=self.peers())
+            elif p.state == "STARTING" and any(q.remote for q in self.procs.values()):
+                self.send_ctl(p, t="peers", peers=self.peers())
             if p.state == "READY" and self.started and not p.stopping:
                 self.send_ctl(p, t="go")
                 for kind in ("estop",) if self.estopped else ():
@@ -391,27 +463,34 @@ class Supervisor:
             return
         if isinstance(msg, TaskState):
             self.task_msgs.append(msg)
-        elif (isinstance(msg, Event) and msg.kind == "hello" and msg.header.src == "protocol"
-              and msg.header.t_ns >= self._broker_down_ns):
+        elif isinstance(msg, Heartbeat):
+            self._hb_seen.add(msg.header.src)
+
+    def _on_observer(self, parts: list[bytes]) -> None:
+        """Our own heartbeat, back through the broker."""
+        try:
+            _, msg = codec.decode(*parts)
+        except (codec.CodecError, TypeError):
+            return
+        if msg.header.src == "protocol" and msg.header.t_ns >= self._broker_down_ns:
             self._hello_back = True
 
     def _bus_recovery(self) -> None:
-        """After a broker restart: probe until our own events come back through the new
-        broker and the recorder receives bus traffic again; then publish the queued fault
-        events (so they are recorded) and the broker's ``restarted`` event."""
+        """After a broker restart: once our own heartbeat comes back through the new
+        broker, release the effectors and record the broker's ``restarted`` event."""
+        if not self._hello_back:
+            return
         now = time.monotonic_ns()
-        rec = self.procs.get("recorder")
-        rec_ok = rec is None or rec.bus_rx_ns > self._broker_down_ns
-        if self._hello_back and rec_ok:
-            self._bus_seen_after_broker = True
-            for kind, data in self._pending_events:
-                self.announce(kind, **data)
-            self._pending_events.clear()
-            self.fault_event(node="broker", action="restarted", pid=self.broker.popen.pid,
-                             down_ms=(now - self._broker_down_ns) / 1e6)
-        elif now - self._last_probe_ns > 20_000_000:
-            self._last_probe_ns = now
-            self.voice.emit("event", Event, kind="hello", data={})
+        self._bus_seen_after_broker = True
+        self.hold(False, "broker back")
+        self.fault_event(node="broker", action="restarted", pid=self.broker.popen.pid,
+                         down_ms=(now - self._broker_down_ns) / 1e6)
+
+    def hold(self, on: bool, reason: str) -> None:
+        """Withhold intents from every effector (its watchdog stops it) or release them."""
+        for p in self.procs.values():
+            if p.kind == "effector":
+                self.send_ctl(p, t="hold", on=on, reason=reason)
 
     def check_processes(self) -> None:
         now = time.monotonic_ns()
@@ -427,6 +506,7 @@ class Supervisor:
             self._bus_seen_after_broker = False
             self._hello_back = False
             self._broker_down_ns = now
+            self.hold(True, "broker down")
             self.fault_event(node="broker", action="detected", reason=f"exited ({rc})")
             b.restarts += 1
             self.spawn_broker()
@@ -495,6 +575,14 @@ class Supervisor:
                     self._on_bus(self.sub.recv_multipart(zmq.NOBLOCK))
                 except zmq.Again:
                     break
+        if self.obs_sub in events:
+            for _ in range(1000):
+                try:
+                    self._on_observer(self.obs_sub.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+        if self.voice.ctx is not None:
+            self.bus_heartbeat()
         if self.started:
             self.check_processes()
             if not self._bus_seen_after_broker:
@@ -534,24 +622,11 @@ class Supervisor:
         if not ok or bad:
             raise RuntimeError(f"groups did not become READY: {bad} (see "
                                f"{self.session_dir / 'runtime'}/<group>.log)")
-        # Our own PUB must be connected before the first protocol event: wait
-        # until a probe event comes back through the broker.
-        self.announce("hello")
-        seen: list[bool] = []
-        orig = self._on_bus
-
-        def probe(parts: list[bytes]) -> None:
-            if parts and parts[0] == b"event":
-                seen.append(True)
-            orig(parts)
-
-        self._on_bus = probe  # type: ignore[method-assign]
-        deadline = time.monotonic() + 10
-        while not seen and time.monotonic() < deadline:
-            self.service(20)
-            if not seen:
-                self.announce("hello")
-        self._on_bus = orig  # type: ignore[method-assign]
+        # Every group heard us (READY); we must hear every group too (task messages).
+        groups = {n for p in self.procs.values() for n in p.nodes}
+        if not self.service_until(lambda: groups <= self._hb_seen, 10):
+            raise RuntimeError(f"no heartbeat on the bus from {sorted(groups - self._hb_seen)}")
+        self.sub.setsockopt(zmq.UNSUBSCRIBE, b"hb.")
         self.started = True
         for p in self.procs.values():
             self.send_ctl(p, t="go")
@@ -561,10 +636,12 @@ class Supervisor:
     def estop(self, who: str = "operator") -> None:
         """Latch every effector: over the bus (recorded) and the control channel (no broker needed)."""
         self.estopped = True
-        self.announce("estop", reason=who)
+        # The control channel first (the shortest path, no broker, no codec), then the
+        # bus (recorded; it also reaches the effectors, whichever comes first latches).
         for p in self.procs.values():
             if p.kind == "effector":
                 self.send_ctl(p, t="event", kind="estop", data={"reason": who})
+        self.announce("estop", reason=who)
 
     def resume(self, who: str = "operator") -> None:
         self.estopped = False
@@ -604,6 +681,8 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 self.broker.popen.kill()
         self.write_runtime_file("ended")
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.destroy(linger=0)
 
     def kill_all(self) -> None:
@@ -632,6 +711,7 @@ class Supervisor:
     def write_runtime_file(self, state: str) -> None:
         info = {"pid": os.getpid(), "state": state, "session_dir": str(self.session_dir),
                 "operator": self.endpoints["operator"], "endpoints": self.endpoints,
+                "security": self.security,  # key file paths, for observers (bciarm.bus.observe)
                 "config": self.cfg.name, "t": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         text = json.dumps(info, indent=2)
         (self.session_dir / "runtime.json").write_text(text)

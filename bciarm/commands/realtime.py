@@ -140,14 +140,17 @@ def keys_generate(keys_dir: Path, clients: tuple[str, ...]) -> None:
 @click.option("--rate", type=float, default=1000.0, show_default=True, help="frames per second")
 @click.option("--channels", type=int, default=1024, show_default=True)
 @click.option("--no-ezmsg", is_flag=True, help="Skip the ezmsg run.")
+@click.option("--rt-priority", type=click.IntRange(0, 99), default=0, show_default=True,
+              help="SCHED_FIFO priority for every variant's processes (root); 0: normal.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-def bench_bus(seconds: float, rate: float, channels: int, no_ezmsg: bool, as_json: bool) -> None:
+def bench_bus(seconds: float, rate: float, channels: int, no_ezmsg: bool, rt_priority: int,
+              as_json: bool) -> None:
     """End-to-end latency source → decoder → effector, three processes: bciarm bus,
     bare pyzmq (the floor) and ezmsg (extra `bench`)."""
     from bciarm.bench.bus import run_all
 
     figures = run_all(seconds=seconds, rate=rate, channels=channels, ezmsg=not no_ezmsg,
-                      progress=lambda s: click.echo(s, err=True))
+                      progress=lambda s: click.echo(s, err=True), rt_priority=rt_priority)
     if as_json:
         click.echo(json.dumps(figures))
     else:

@@ -20,11 +20,12 @@ Two layers:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bciarm.bus.messages import EffectorState
 from bciarm.bus.node import NodeParams
@@ -69,9 +70,22 @@ class ArmConfig(BaseModel):
     max_speed : float
         End-effector speed limit, m/s.
     max_accel : float
-        End-effector acceleration/deceleration limit, m/s².
-    watchdog_s : float
+        End-effector acceleration/deceleration limit in normal motion, m/s².
+    stop_within_s : float
+        The stop contract: after the last valid intent (none since, or only
+        garbage) the commanded velocity is zero within this time, s.  The
+        watchdog trip time and the braking follow from it.
+    max_decel : float
+        Braking deceleration of a watchdog stop, m/s²: the device's own
+        limit (default 13, the Franka Panda's Cartesian translational limit).
+        Must stop the arm from ``max_speed`` within ``stop_within_s`` minus
+        one tick (to notice) and one tick of watchdog; a config that cannot is
+        rejected.  While braking, each joint may slow down at up to its speed
+        limit divided by the braking time, so the joints follow.
+    watchdog_s : float, optional
         Stop (decelerating) when no valid intent arrived for this long, s.
+        Default: derived, ``stop_within_s - tick_s - braking_s``.  If given,
+        it must leave room for the braking within ``stop_within_s``.
     workspace : WorkspaceParams, optional
         Box the end-effector stays in; default the scene's / robot's box.
     damping : float
@@ -104,7 +118,9 @@ class ArmConfig(BaseModel):
     axes: tuple[Axis, ...] = ("x", "y")
     max_speed: float = Field(0.25, gt=0)
     max_accel: float = Field(1.0, gt=0)
-    watchdog_s: float = Field(0.1, gt=0)
+    stop_within_s: float = Field(0.1, gt=0)
+    max_decel: float = Field(13.0, gt=0)
+    watchdog_s: float | None = Field(None, gt=0)
     workspace: WorkspaceParams | None = None
     damping: float = Field(0.05, ge=0)
     joint_velocity_factor: float = Field(0.5, gt=0, le=1)
@@ -123,6 +139,41 @@ class ArmConfig(BaseModel):
         if not axes or len(set(axes)) != len(axes):
             raise ValueError(f"axes must be 1 to 3 distinct names among x, y, z; got {axes}")
         return axes
+
+    @property
+    def braking_s(self) -> float:
+        """Time to brake from ``max_speed`` at ``max_decel``, in whole ticks, s."""
+        ticks = math.ceil(self.max_speed / (self.max_decel * self.tick_s) - 1e-9)
+        return max(ticks, 1) * self.tick_s
+
+    @property
+    def watchdog_timeout_s(self) -> float:
+        """The watchdog trip time in force (``watchdog_s`` or the derived one), s."""
+        if self.watchdog_s is not None:
+            return self.watchdog_s
+        return self.stop_within_s - self.tick_s - self.braking_s
+
+    @model_validator(mode="after")
+    def _stops_in_time(self) -> ArmConfig:
+        if self.max_decel < self.max_accel:
+            raise ValueError(f"max_decel ({self.max_decel} m/s²) must be at least max_accel "
+                             f"({self.max_accel} m/s²)")
+        # Worst case: the watchdog notices a tick late, then brakes for braking_s.
+        need = self.tick_s + self.braking_s
+        if self.watchdog_s is None and self.watchdog_timeout_s < 2 * self.tick_s - 1e-12:
+            lowest = self.max_speed / max(self.stop_within_s - 3 * self.tick_s, 1e-9)
+            raise ValueError(
+                f"max_decel {self.max_decel} m/s² cannot stop the arm from max_speed "
+                f"{self.max_speed} m/s within stop_within_s {self.stop_within_s} s (braking "
+                f"{self.braking_s:.3f} s + a tick to notice + at least 2 ticks of watchdog): "
+                f"raise max_decel to >= {lowest:.1f} if the device can brake that hard, lower "
+                f"max_speed, or raise stop_within_s")
+        if self.watchdog_s is not None and self.watchdog_s + need > self.stop_within_s + 1e-9:
+            raise ValueError(
+                f"watchdog_s {self.watchdog_s} s + braking {self.braking_s:.3f} s + one tick "
+                f"exceeds stop_within_s {self.stop_within_s} s: leave watchdog_s unset (it is "
+                f"then derived: {self.stop_within_s - need:.3f} s) or raise stop_within_s")
+        return self
 
 
 @dataclass(frozen=True, eq=False)
@@ -234,15 +285,18 @@ class ArmController:
         elif model.workspace_lower is not None and model.workspace_upper is not None:
             self.workspace = (np.asarray(model.workspace_lower, float),
                               np.asarray(model.workspace_upper, float))
-        self.cartesian = CartesianSafety(cfg.max_speed, cfg.max_accel, cfg.watchdog_s,
+        self.cartesian = CartesianSafety(cfg.max_speed, cfg.max_accel, cfg.watchdog_timeout_s,
                                          cfg.tick_s, dim=3, axes=self.axes,
-                                         workspace=self.workspace)
+                                         workspace=self.workspace, max_decel=cfg.max_decel)
         limits = self.driver.limits
         vmax = limits.max_velocity * cfg.joint_velocity_factor
         if cfg.max_joint_velocity is not None:
             vmax = np.minimum(vmax, cfg.max_joint_velocity)
+        # A watchdog stop: every joint may brake from its speed limit within the
+        # Cartesian braking time, so the joints never hold the stop up.
         self.joints = JointSafety(limits.lower, limits.upper, vmax, cfg.max_joint_accel,
-                                  cfg.joint_limit_margin, cfg.tick_s)
+                                  cfg.joint_limit_margin, cfg.tick_s,
+                                  max_decel=np.maximum(cfg.max_joint_accel, vmax / cfg.braking_s))
         self.q_home = model.home_vector()
         state = self.driver.read()
         x, quat = self.kinematics.forward(state.position)
@@ -355,7 +409,7 @@ class ArmController:
             if clipped and SPEED not in guards:
                 guards.append(SPEED)
             qdot_des = self._resolve(jac, xdot, q)
-            jout = self.joints.step(qdot_des, q, now_s)
+            jout = self.joints.step(qdot_des, q, now_s, braking=self.cartesian.braking)
             guards.extend(g for g in jout.guards if g not in guards)
             qdot = self.driver.command_velocity(jout.velocity)
         self.driver.advance(cfg.tick_s)
@@ -472,6 +526,16 @@ class ArmEffector(EffectorNode):
     def intent_dim(self) -> int:
         """Entries an intent must have (one per axis)."""
         return len(self.params.axes)
+
+    @property
+    def watchdog_s(self) -> float:
+        """The watchdog trip time in force (derived from ``stop_within_s`` by default), s."""
+        return self.params.watchdog_timeout_s
+
+    @property
+    def stopping_time_s(self) -> float:
+        """Time to rest from ``max_speed`` once the watchdog brakes, s."""
+        return self.params.braking_s
 
     def on_tick(self, now_ns: int) -> None:
         ctl = self.controller

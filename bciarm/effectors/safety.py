@@ -185,23 +185,33 @@ class CartesianSafety:
         intent must have ``len(axes)`` entries.
     workspace : (lower, upper), optional
         Box the position must stay in (``dim`` entries each).
+    max_decel : float, optional
+        Deceleration of a stop for want of a valid intent (watchdog, garbage),
+        m/s²; default ``max_accel``.  Normal slowing down keeps ``max_accel``.
 
     Attributes
     ----------
     rejected : int
         Invalid intents seen (non-finite or wrong size).
     estop : EStopLatch
+    braking : bool
+        The last step was a stop for want of a valid intent (at ``max_decel``).
     """
 
     def __init__(self, max_speed: float, max_accel: float, watchdog_s: float = 0.1,
                  tick_s: float = 0.01, dim: int = 3, axes: Sequence[int] | None = None,
-                 workspace: tuple[Any, Any] | None = None) -> None:
+                 workspace: tuple[Any, Any] | None = None,
+                 max_decel: float | None = None) -> None:
+        max_decel = max_accel if max_decel is None else max_decel
         for name, value in (("max_speed", max_speed), ("max_accel", max_accel),
-                            ("watchdog_s", watchdog_s), ("tick_s", tick_s)):
+                            ("watchdog_s", watchdog_s), ("tick_s", tick_s),
+                            ("max_decel", max_decel)):
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, got {value!r}")
         self.max_speed = float(max_speed)
         self.max_accel = float(max_accel)
+        self.max_decel = max(float(max_decel), self.max_accel)
+        self.braking = False
         self.watchdog_s = float(watchdog_s)
         self.tick_s = float(tick_s)
         self.dim = int(dim)
@@ -299,6 +309,7 @@ class CartesianSafety:
 
         if self.estop.latched:
             self.velocity = np.zeros(self.dim)
+            self.braking = False
             return SafetyOutput(self.velocity.copy(), (*guards, ESTOP))
 
         target = np.zeros(self.dim)
@@ -332,7 +343,10 @@ class CartesianSafety:
                 guards.append(WORKSPACE)
             target = bounded
 
-        v, limited, walled = self._accel_limit(self.velocity, target, lo, hi, dt)
+        # No valid intent (stale, garbage, none yet): a stop, at the braking deceleration.
+        self.braking = self._intent is None and bool(np.any(self.velocity != 0))
+        v, limited, walled = self._accel_limit(self.velocity, target, lo, hi, dt,
+                                               self.max_decel if self.braking else self.max_accel)
         if limited:
             guards.append(ACCEL)
         if walled and WORKSPACE not in guards:
@@ -343,14 +357,14 @@ class CartesianSafety:
         return SafetyOutput(v.copy(), tuple(guards))
 
     def _accel_limit(self, prev: np.ndarray, target: np.ndarray, lo: np.ndarray,
-                     hi: np.ndarray, dt: float) -> tuple[np.ndarray, bool, bool]:
-        """Move from ``prev`` toward ``target`` by at most ``max_accel*dt`` inside [lo, hi].
+                     hi: np.ndarray, dt: float, accel: float) -> tuple[np.ndarray, bool, bool]:
+        """Move from ``prev`` toward ``target`` by at most ``accel*dt`` inside [lo, hi].
 
         ``start`` = prev pulled into the box; the segment start→target lies
         in the box (both ends do), so walking along it as far as the
         acceleration ball allows keeps both constraints.
         """
-        r = self.max_accel * dt
+        r = accel * dt
         start = np.clip(prev, lo, hi)
         walled = bool(np.any(start != prev))
         if np.linalg.norm(target - prev) <= r:
@@ -388,6 +402,9 @@ class JointSafety:
         scaled by ``distance / margin`` (zero at the limit).
     tick_s : float
         Nominal control period, s.
+    max_decel : float or array_like, optional
+        Joint deceleration limits while the task-space layer brakes for a stop
+        (``step(..., braking=True)``), rad/s²; default ``max_accel``.
 
     Attributes
     ----------
@@ -397,12 +414,14 @@ class JointSafety:
     """
 
     def __init__(self, lower: Any, upper: Any, max_velocity: Any, max_accel: Any = 10.0,
-                 margin: float = 0.1, tick_s: float = 0.01) -> None:
+                 margin: float = 0.1, tick_s: float = 0.01, max_decel: Any = None) -> None:
         self.lower = np.asarray(lower, dtype=float).reshape(-1)
         self.n = self.lower.size
         self.upper = np.broadcast_to(np.asarray(upper, dtype=float), (self.n,)).copy()
         self.max_velocity = np.broadcast_to(np.asarray(max_velocity, float), (self.n,)).copy()
         self.max_accel = np.broadcast_to(np.asarray(max_accel, float), (self.n,)).copy()
+        self.max_decel = np.maximum(self.max_accel, np.broadcast_to(
+            np.asarray(self.max_accel if max_decel is None else max_decel, float), (self.n,)))
         if not (np.all(np.isfinite(self.max_velocity)) and np.all(self.max_velocity > 0)):
             raise ValueError(f"max_velocity must be positive, got {max_velocity!r}")
         if not (np.all(np.isfinite(self.max_accel)) and np.all(self.max_accel > 0)):
@@ -427,10 +446,12 @@ class JointSafety:
         self.velocity = np.zeros(self.n)
         return self.estop.resume()
 
-    def step(self, qdot: Any, q: Any, now_s: float) -> SafetyOutput:
+    def step(self, qdot: Any, q: Any, now_s: float, braking: bool = False) -> SafetyOutput:
         """Guard a joint velocity command at joint positions ``q``.
 
         A non-finite or wrong-size ``qdot`` or ``q`` gives zero velocity.
+        ``braking``: the task-space layer is stopping the device; the
+        acceleration limit is then ``max_decel``.
         """
         dt = self.tick_s if self._last_t is None else now_s - self._last_t
         self._last_t = float(now_s)
@@ -468,7 +489,7 @@ class JointSafety:
 
         # Acceleration: a uniform step toward the target, for the same reason.
         dv = v - self.velocity
-        need = np.max(np.abs(dv) / (self.max_accel * dt))
+        need = np.max(np.abs(dv) / ((self.max_decel if braking else self.max_accel) * dt))
         if need > 1.0:
             v = self.velocity + dv / need
             guards.append(JOINT_ACCEL)

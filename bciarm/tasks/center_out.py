@@ -61,6 +61,7 @@ from bciarm.sources import user as _user
 from bciarm.sources.user import aim_velocity
 from bciarm.space import axis_indices
 from bciarm.tasks.metrics import METRIC_KEYS, TrialRecord, compute_metrics
+from bciarm.tasks.state import RestorableTrials
 
 NS_PER_S = 1_000_000_000
 PHASES = ("idle", "reach", "hold", "done")
@@ -98,7 +99,7 @@ def outer_targets(centre: np.ndarray, axes: list[str], radius: float, n: int = 8
     return out
 
 
-class CenterOutTask(Node):
+class CenterOutTask(RestorableTrials, Node):
     """Center-out-and-back task with autopilot for open-loop calibration.
 
     See the module docstring for the protocol.
@@ -168,6 +169,7 @@ class CenterOutTask(Node):
 
     #: Summary keys (what ``bciarm run`` prints) and ``--json`` keys.
     metric_keys = METRIC_KEYS
+    record_class = TrialRecord
     json_keys = ("trials", "success_rate", "mean_time_to_target_s", "path_efficiency",
                  "bitrate_bps", "realtime_factor")
     #: Metrics table columns: (key, header, format; None shows as a dash).
@@ -279,7 +281,7 @@ class CenterOutTask(Node):
         if mode not in MODES:
             self.log.warning("unknown mode %r in block_start; running closed loop", mode)
         self.mode = mode
-        self._n_in_block = 0
+        self._n_in_block = self.next_index(self.block)
         self._bag = []
         self._want_centre = None
         if self._position is not None:

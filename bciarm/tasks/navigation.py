@@ -39,12 +39,13 @@ from bciarm.bus.node import Node, NodeParams
 from bciarm.sources.drive_user import Unsticker, drive_intent
 from bciarm.tasks.nav_metrics import NAV_METRIC_KEYS, GoalRecord, compute_nav_metrics
 from bciarm.tasks.planner import FloorPlan, lookahead_point, path_length
+from bciarm.tasks.state import RestorableTrials
 
 NS_PER_S = 1_000_000_000
 JERK_DT = 0.05  # resampling period of the forward speed for the jerk metric, s
 
 
-class NavigationTask(Node):
+class NavigationTask(RestorableTrials, Node):
     """Goal-to-goal navigation with autopilot for open-loop calibration."""
 
     class Params(NodeParams):
@@ -72,6 +73,7 @@ class NavigationTask(Node):
 
     #: Summary keys (what ``bciarm run`` prints) and ``--json`` keys.
     metric_keys = NAV_METRIC_KEYS
+    record_class = GoalRecord
     json_keys = ("goals", "goal_success_rate", "collisions", "near_misses", "path_length_ratio",
                  "mean_abs_jerk")
 
@@ -214,7 +216,7 @@ class NavigationTask(Node):
         self.phase = "idle"
         self.block = str(data.get("block", "block"))
         self.mode = str(data.get("mode", "closed_loop"))
-        self._n = 0
+        self._n = self.next_index(self.block)
         if self._pose is not None:
             self._next_goal(self.now_ns())
 

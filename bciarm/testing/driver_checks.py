@@ -422,11 +422,13 @@ def check_driver(make_driver: Callable[[], Driver], step_s: float = 0.01,
 
 def _speed_bound(node: Any) -> tuple[float, float, float]:
     """``max_speed``, ``max_accel``, ``watchdog_s``: the node's own figures if it
-    exposes them (e.g. a wheelchair's active profile), else its params."""
+    exposes them (e.g. a wheelchair's active profile, an arm's derived watchdog),
+    else its params (``watchdog_timeout_s``, the watchdog in force, if defined)."""
     params = node.params
     max_speed = float(getattr(node, "max_speed", None) or params.max_speed)
     max_accel = float(getattr(node, "max_accel", None) or params.max_accel)
-    watchdog = float(params.watchdog_s)
+    watchdog = float(getattr(node, "watchdog_s", None)
+                     or getattr(params, "watchdog_timeout_s", None) or params.watchdog_s)
     return max_speed, max_accel, watchdog
 
 

@@ -63,13 +63,18 @@ def test_stopping_bound_covers_the_simulated_stop(name):
 
 
 def test_documented_stopping_distances():
-    # The figures in the README (intent loss at top speed, 0.15 s watchdog).
+    # The figures in the README (intent loss at top speed; the default watchdog trips
+    # 0.09 s after the last intent: stop_within_s 0.1 minus a tick).
+    from bciarm.effectors.wheelchair.controller import WheelchairConfig
+
+    watchdog = WheelchairConfig().watchdog_timeout_s
+    assert watchdog == pytest.approx(0.09)
     d_in, t_in = stopping_distance(PROFILES["indoor"].max_forward, PROFILES["indoor"].decel,
-                                   PROFILES["indoor"].jerk, DT, 0.15)
+                                   PROFILES["indoor"].jerk, DT, watchdog)
     d_out, t_out = stopping_distance(PROFILES["outdoor"].max_forward, PROFILES["outdoor"].decel,
-                                     PROFILES["outdoor"].jerk, DT, 0.15)
-    assert d_in == pytest.approx(0.64, abs=0.005) and t_in == pytest.approx(1.45, abs=0.011)
-    assert d_out == pytest.approx(2.04, abs=0.005) and t_out == pytest.approx(2.13, abs=0.011)
+                                     PROFILES["outdoor"].jerk, DT, watchdog)
+    assert d_in == pytest.approx(0.59, abs=0.005) and t_in == pytest.approx(1.39, abs=0.011)
+    assert d_out == pytest.approx(1.94, abs=0.005) and t_out == pytest.approx(2.07, abs=0.011)
 
 
 def test_dead_zone_is_continuous_and_reaches_full_scale():
@@ -147,3 +152,15 @@ def test_arc_poses_follow_a_circle():
     poses = arc_poses(0.5, 0.5, math.pi / 2, math.pi / 2, 4)  # quarter circle, radius 1
     assert np.allclose(poses[-1], [1.0, 1.0, math.pi / 2])
     assert np.allclose(np.hypot(poses[:, 0], poses[:, 1] - 1.0), 1.0)
+
+
+def test_stop_contract_trips_the_watchdog_within_stop_within_s():
+    from pydantic import ValidationError
+
+    from bciarm.effectors.wheelchair.controller import WheelchairConfig
+
+    assert WheelchairConfig().watchdog_timeout_s == pytest.approx(0.1 - 0.01)
+    assert WheelchairConfig(stop_within_s=0.2).watchdog_timeout_s == pytest.approx(0.19)
+    assert WheelchairConfig(watchdog_s=0.05).watchdog_timeout_s == 0.05
+    with pytest.raises(ValidationError, match="watchdog_s.*exceeds stop_within_s"):
+        WheelchairConfig(watchdog_s=0.15)

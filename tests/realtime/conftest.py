@@ -19,11 +19,6 @@ from bciarm.config import load_config
 from bciarm.record import LOG_NAME, LogReader
 
 TICK_S = 0.01
-#: The arm in these graphs reaches zero within 100 ms of the last valid intent:
-#: watchdog 70 ms, then braking at 50 m/s^2 and 40 rad/s^2 (to zero in a tick or two).
-#: (The default arm brakes at 1 m/s^2 after a 100 ms watchdog: up to 350 ms.)
-WATCHDOG_S = 0.07
-MAX_ACCEL = 50.0
 
 
 def graph(tmp_path: Path, *, groups: dict[str, str] | None = None, cal_trials: int = 5,
@@ -33,10 +28,9 @@ def graph(tmp_path: Path, *, groups: dict[str, str] | None = None, cal_trials: i
                    "params": {"n_channels": 48, "bin_s": 0.05, "feedback_delay_s": 0.15}},
         "decoder": {"kind": "decoder", "type": "kalman",
                     "params": {"transform": "none", "estimator": {"mode": "steady"}}},
+        # The default arm (stop_within_s 0.1: at rest within 100 ms of the last valid intent).
         "arm": {"kind": "effector", "type": "arm",
-                "params": {"driver": "pybullet_arm", "driver_params": {"scene": "arm_table"},
-                           "max_speed": 0.25, "max_accel": MAX_ACCEL, "watchdog_s": WATCHDOG_S,
-                           "max_joint_accel": 40.0}},
+                "params": {"driver": "pybullet_arm", "driver_params": {"scene": "arm_table"}}},
         "task": {"kind": "task", "type": "center_out", "params": {}},
     }
     for name, g in (groups or {}).items():

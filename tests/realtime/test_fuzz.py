@@ -65,7 +65,8 @@ def test_runner_rejects_duplicates_out_of_order_and_oversized():
 
 @pytest.fixture(scope="module")
 def live_node(tmp_path_factory):
-    """A broker and one node process (recorder + decoder group); the test is the supervisor."""
+    """A broker and one node process (recorder + decoder group); the test is the supervisor
+    and a peer publisher the node subscribes to directly."""
     tmp = tmp_path_factory.mktemp("live")
     cfg = {"name": "fuzz", "nodes": {
         "source": {"kind": "source", "type": "simulated", "params": {"n_channels": 16}},
@@ -73,11 +74,12 @@ def live_node(tmp_path_factory):
         "arm": {"kind": "effector", "type": "arm", "params": {}},
         "task": {"kind": "task", "type": "center_out", "params": {}}}}
     (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
-    ports = {k: free_port() for k in ("xsub", "xpub", "control")}
+    ports = {k: free_port() for k in ("xsub", "xpub", "control", "data", "fuzz")}
     ep = {k: f"tcp://127.0.0.1:{v}" for k, v in ports.items()}
     (tmp / "broker.json").write_text(json.dumps({"xsub": ep["xsub"], "xpub": ep["xpub"]}))
     spec = {"group": "recorder", "nodes": ["recorder", "decoder"], "config": str(tmp / "config.yaml"),
-            "session_dir": str(tmp), "xsub": ep["xsub"], "xpub": ep["xpub"],
+            "session_dir": str(tmp), "xsub": ep["xsub"], "data_bind": ep["data"],
+            "peers": [{"group": "fuzz", "endpoint": ep["fuzz"], "nodes": []}],
             "control": ep["control"], "hb_s": 0.1}
     (tmp / "node.json").write_text(json.dumps(spec))
     ctx = zmq.Context()
@@ -91,7 +93,7 @@ def live_node(tmp_path_factory):
     pub = ctx.socket(zmq.PUB)
     pub.linger = 0
     pub.sndhwm = 0
-    pub.connect(ep["xsub"])
+    pub.bind(ep["fuzz"])
     state = {"state": None, "hb": {}, "ident": None, "pid": procs[1].pid}
 
     def pump():

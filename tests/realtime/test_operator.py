@@ -51,6 +51,20 @@ def test_status_estop_resume_stop(tmp_path, runtime_dir, spawn, monkeypatch):
     human = _cli("status", env=env)
     assert human.returncode == 0 and "decoder" in human.stdout and "RUNNING" in human.stdout
 
+    # the observer feed (the broker): one subscription sees every node's traffic
+    from bciarm.bus.observe import Observer
+
+    with Observer() as obs:
+        seen = set()
+        want = {"neural", "task", "state.arm", "hb.decoder", "hb.recorder"}
+        end = time.monotonic() + 10
+        while not want <= seen and time.monotonic() < end:
+            got = obs.recv(0.5)
+            if got is not None:
+                seen.add(got[0])
+        assert want <= seen, f"observer saw only {sorted(seen)}"
+        assert not obs.rejected
+
     # let the task drive the arm (calibration, open loop), then e-stop
     def arm_moving() -> bool:
         s = json.loads(_cli("status", "--json", env=env).stdout)
@@ -81,10 +95,11 @@ def test_status_estop_resume_stop(tmp_path, runtime_dir, spawn, monkeypatch):
     t_e = estop[0].header.t_ns
     first_latched = min(m.header.t_ns for m in states if m.estopped and m.header.t_ns >= t_e)
     # Within one control tick: the arm's first tick after the e-stop reached it is latched.
-    # At most one tick may run while the event is in flight (published, not yet received);
-    # a tick that runs late (scheduler jitter) still must not escape the latch.
+    # At most one tick may run while the event is in flight (published, not yet received),
+    # and the event is in flight for less than a tick (on a loaded 2-core machine it takes
+    # a few ms at times); a tick that runs late still must not escape the latch.
     unlatched = [m.header.t_ns - t_e for m in states if t_e <= m.header.t_ns < first_latched]
-    assert len(unlatched) <= 1 and all(dt < 2e6 for dt in unlatched), \
+    assert len(unlatched) <= 1 and all(dt < TICK_S * 1e9 for dt in unlatched), \
         f"ticks after the e-stop without the latch: {[dt / 1e6 for dt in unlatched]} ms"
     print(f"e-stop: latched state {(first_latched - t_e) / 1e6:.2f} ms after the event "
           f"(tick {TICK_S * 1e3:.0f} ms)")

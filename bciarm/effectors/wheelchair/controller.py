@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bciarm.effectors.safety import EStopLatch, as_finite_vector
 from bciarm.effectors.wheelchair.assist import AssistConfig, Footprint, SharedControl
@@ -56,8 +56,17 @@ class WheelchairConfig(BaseModel):
         Active speed profile (``indoor`` or ``outdoor``, or a key of ``profiles``).
     profiles : dict
         Overrides / additions: profile name -> DriveProfile fields.
-    watchdog_s : float
+    stop_within_s : float
+        The stop contract of a wheelchair: within this time of the last valid
+        intent the watchdog has tripped and the chair is decelerating (target
+        zero).  Braking to rest then follows the profile's jerk-limited
+        deceleration (:meth:`WheelchairController.documented_stop`: indoor
+        ~0.5 s from top speed): an occupied chair must not be stopped at the
+        rate of an arm.
+    watchdog_s : float, optional
         No valid intent for this long → decelerate to rest (profile limits).
+        Default: derived, ``stop_within_s - tick_s`` (a tick to notice); if
+        given, it must not exceed that.
     dead_zone, idle_s, wake, wake_s : float
         Intent dead zone and idle handling (:class:`~.intake.IntentShaper`).
     assist : AssistConfig
@@ -72,13 +81,30 @@ class WheelchairConfig(BaseModel):
     tick_s: float = Field(0.01, gt=0)
     profile: str = "indoor"
     profiles: dict[str, DriveProfile] = Field(default_factory=dict)
-    watchdog_s: float = Field(0.15, gt=0)
+    stop_within_s: float = Field(0.1, gt=0)
+    watchdog_s: float | None = Field(None, gt=0)
     dead_zone: float = Field(0.12, ge=0, lt=1)
     idle_s: float = Field(1.0, gt=0)
     wake: float = Field(0.35, ge=0)
     wake_s: float = Field(0.2, ge=0)
     assist: AssistConfig = Field(default_factory=AssistConfig)
     memory_s: float = Field(2.0, ge=0)
+
+    @property
+    def watchdog_timeout_s(self) -> float:
+        """The watchdog trip time in force (``watchdog_s`` or the derived one), s."""
+        return self.stop_within_s - self.tick_s if self.watchdog_s is None else self.watchdog_s
+
+    @model_validator(mode="after")
+    def _trips_in_time(self) -> WheelchairConfig:
+        if self.stop_within_s < 2 * self.tick_s:
+            raise ValueError(f"stop_within_s {self.stop_within_s} s must be at least two ticks "
+                             f"({2 * self.tick_s} s)")
+        if self.watchdog_s is not None and self.watchdog_s + self.tick_s > self.stop_within_s + 1e-9:
+            raise ValueError(f"watchdog_s {self.watchdog_s} s + one tick exceeds stop_within_s "
+                             f"{self.stop_within_s} s: leave watchdog_s unset (derived: "
+                             f"{self.stop_within_s - self.tick_s:.3f} s) or raise stop_within_s")
+        return self
 
     def drive_profile(self, name: str | None = None) -> DriveProfile:
         name = self.profile if name is None else name
@@ -246,7 +272,8 @@ class WheelchairController:
         return True
 
     def intent_fresh(self, now_s: float) -> bool:
-        return self._intent is not None and now_s - self._intent_t <= self.config.watchdog_s
+        return (self._intent is not None
+                and now_s - self._intent_t <= self.config.watchdog_timeout_s)
 
     def estop(self, reason: str = "") -> None:
         """Latch the e-stop: zero wheel speed at full torque now, until :meth:`resume`."""
@@ -285,7 +312,7 @@ class WheelchairController:
         """
         p = self.config.drive_profile(profile)
         return stopping_distance(p.max_forward, p.decel, p.jerk, self.config.tick_s,
-                                 self.config.watchdog_s)
+                                 self.config.watchdog_timeout_s)
 
     # ------------------------------------------------------------------ the tick
 
@@ -344,7 +371,7 @@ class WheelchairController:
 
         u: np.ndarray | None = None
         if self._intent is not None:
-            if now_s - self._intent_t <= cfg.watchdog_s:
+            if now_s - self._intent_t <= cfg.watchdog_timeout_s:
                 u = self._intent
             else:
                 self._intent = None
