@@ -265,7 +265,7 @@ def test_stream_loss_stops_intents_and_the_arm_watchdog_brakes():
     dec.set_decoder(_Constant())
     name = _name()
     src = LslSource("source", stream_name=name, stream_type=None, bin_s=0.05, n_channels=8)
-    arm = ArmEffector("arm", watchdog_s=0.1)
+    arm = ArmEffector("arm")  # default stop contract: at rest within 100 ms
     h = NodeHarness(src, dec, arm)
     try:
         h.send("event", h.make("event", Event, kind="block_start",
@@ -294,7 +294,7 @@ def test_stream_loss_stops_intents_and_the_arm_watchdog_brakes():
     tripped = [s.header.t_ns for s in states
                if s.header.t_ns > last_intent_ns and "watchdog" in s.guards]
     assert tripped, "the arm's watchdog never acted after the last intent"
-    # The watchdog acts within watchdog_s (+ one 10 ms tick) of the last intent.
+    # The watchdog acts within stop_within_s (+ one 10 ms tick) of the last intent.
     assert tripped[0] - last_intent_ns <= int(0.1e9) + int(0.011e9)
 
 
