@@ -121,50 +121,23 @@ class RealtimeObserver(SessionObserver):
     def session_dir(self) -> Path:
         return self._dir
 
-    def _security(self) -> dict[str, Any] | None:
-        from bciarm.bus.security import security_spec
-        from bciarm.config import load_config
-
-        cfg, _ = load_config(self._dir / "config.yaml")
-        return security_spec(cfg.security, cfg.realtime.keys_dir)
-
     def pump(self, sink: Sink, stop: threading.Event) -> None:
-        import zmq
+        from bciarm.bus.observe import Observer
 
-        from bciarm.bus import codec
-        from bciarm.bus.realtime import configure_curve, sub_prefixes
-
-        # A subscriber like any node process's (same CURVE client set-up, same codec
-        # validation), subscribed to every topic as the recorder is.
-        ctx = zmq.Context()
-        sub = ctx.socket(zmq.SUB)
-        sub.linger = 0
-        sub.rcvhwm = 10000
-        configure_curve(sub, self._security())
-        for p in sub_prefixes(("*",)):
-            sub.setsockopt(zmq.SUBSCRIBE, p)
-        sub.connect(self.info["endpoints"]["xpub"])
+        # The broker's observer feed, every topic: the session's own CURVE client
+        # set-up and codec validation (rejections are counted by the Observer).
+        obs = Observer(self._dir, topics=("",))
         try:
             while not stop.is_set():
-                if not sub.poll(100):
+                got = obs.recv(timeout_s=0.1)
+                if got is None:
                     if self._runtime_state() == "ended":
                         self._ended = True
                         return
                     continue
-                for _ in range(1000):
-                    try:
-                        parts = sub.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    if len(parts) != 2:
-                        continue
-                    try:
-                        topic, msg = codec.decode(*parts)
-                    except codec.CodecError:
-                        continue  # the nodes count rejections; the monitor only shows
-                    sink(topic, msg)
+                sink(*got)
         finally:
-            ctx.destroy(linger=0)
+            obs.close()
 
     def _runtime_state(self) -> str:
         import json
