@@ -479,7 +479,11 @@ class KalmanDecoder:
     ``np.array([step(z) for z in Z])`` (same compiled arithmetic).
 
     :meth:`step` costs O(N d) in steady mode and O(N d + d^3) in full mode and
-    allocates only its output; nothing N x N is touched after fitting. A step
+    allocates only its output. In full mode the covariance recursion (which
+    does not depend on the data) settles after a transient on a floating-point
+    fixed point or short cycle; from then on the next covariance is looked up
+    instead of recomputed, which is bit-identical and makes a step O(N d + d^2).
+    A reset or any change to the covariance resumes the recursion; nothing N x N is touched after fitting. A step
     whose new state would be non-finite (NaN/Inf in ``z``) raises ``ValueError``
     and leaves the filter as it was. A decoder instance is not thread-safe.
 
