@@ -53,7 +53,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from bciarm.decoders import _kalman
 
-__all__ = ["IMPLS", "run_bench", "ratios", "threading_report"]
+__all__ = ["IMPLS", "ratios", "run_bench", "threading_report"]
 
 #: A timing sample lasts at least this long (ns), unless one step is longer.
 MIN_SAMPLE_NS = 5_000
