@@ -743,3 +743,39 @@ def test_sklearn_style_params():
     assert params["mode"] == "full" and params["gain"] == 2.0
     assert KalmanDecoder(**params).get_params() == params
     assert "gain=2.0" in repr(dec)
+
+
+def test_position_feedback_is_the_causal_intervention(rng):
+    """position_feedback: set_position also zeroes the position uncertainty (Gilja
+    et al. 2012); full mode equals a NumPy loop of that recursion, and the steady
+    gain is its limit."""
+    T = 1500
+    V = np.zeros((T, 2))
+    for t in range(1, T):
+        V[t] = 0.9 * V[t - 1] + rng.normal(0, 0.02, 2)
+    P = np.cumsum(V, 0) * 0.05
+    Z = 10 + V @ rng.normal(0, 30, (2, 40)) + 3 * P @ rng.normal(0, 1, (2, 40)) \
+        + rng.normal(0, 1, (T, 40))
+    full = KalmanDecoder(mode="full", include_position=True, position_feedback=True).fit(Z, V, 0.05)
+    steady = KalmanDecoder(include_position=True, position_feedback=True).fit(Z, V, 0.05)
+    plain = KalmanDecoder(include_position=True).fit(Z, V, 0.05)
+    A, W, S, G = full.A_, full.W_, full.S_, full.G_
+    d = A.shape[0]
+    x, Pc = np.r_[np.zeros(d - 1), 1.0], np.zeros((d, d))
+    for t in range(T):
+        pos = P[t - 1] if t else np.zeros(2)
+        full.set_position(pos)
+        steady.set_position(pos)
+        x[:2] = pos
+        Pc[:2, :] = Pc[:, :2] = 0.0
+        xp = A @ x
+        Pp = A @ Pc @ A.T + W
+        Pc = np.linalg.solve(np.eye(d) + Pp @ S, Pp)
+        Pc = 0.5 * (Pc + Pc.T)
+        x = xp + Pc @ (G @ Z[t] - S @ xp)
+        out_full, out_steady = full.step(Z[t]), steady.step(Z[t])
+        assert_close(out_full, x[:-1], 1e-9, "full mode with the intervention")
+        if t > 300:
+            assert_close(out_steady, x[:-1], 1e-9, "steady mode with the intervention")
+    assert_close(steady.covariance_, Pc, 1e-9, "steady posterior")
+    assert not np.allclose(plain.K_, steady.K_)  # the intervention changes the gain
