@@ -11,7 +11,9 @@ estimated from the task (the decoder's own output is what the user saw):
   Kalman filter's shrunk output speed otherwise compounds over updates.
   With ``label_speed: profile`` the direction rule is kept but the speed is
   the one calibration showed at the same distance to the target
-  (:class:`SpeedProfile`), a documented deviation from the paper.
+  (:class:`SpeedProfile`), a documented deviation from the paper; with
+  ``feedback_delay_s`` such a label aims from where the user saw the effector
+  that long before the bin (as FIT, Fan et al. 2014).
 * **ReFIT-KF** (Gilja et al. 2012): at the end of a ``refit`` block the whole
   Kalman model is refit by least squares from the block's features and
   intention estimates (:func:`refit_decoder`).
