@@ -76,6 +76,13 @@ class BlockSpec(_Strict):
     half_life_s: float = Field(120.0, gt=0, description="clda: half-life of the old C and Q, s")
     normalise_speed: bool = Field(False, description="refit/clda: scale intention estimates to "
                                   "the calibration block's speed (default: decoded speed kept)")
+    label_speed: Literal["decoded", "profile"] = Field(
+        "decoded", description="refit/clda: speed of the intention estimates: 'decoded' (Gilja et "
+        "al. 2012) or 'profile' (the calibration's speed at the same distance to the target)")
+    feedback_delay_s: float = Field(
+        0.0, ge=0.0, le=1.0, description="refit/clda with label_speed 'profile': aim the "
+        "intention estimate from where the effector was this long before the bin (the user's "
+        "visual feedback delay; 0: its current position, as Gilja et al. 2012)")
     keep_dynamics: bool = Field(False, description="refit: keep A and W from calibration, refit "
                                 "only C and Q")
 

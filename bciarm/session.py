@@ -392,7 +392,9 @@ class Session:
                     adapt = {"adapt": spec.kind, "batch_s": spec.batch_s,
                              "half_life_s": spec.half_life_s,
                              "normalise_speed": spec.normalise_speed,
-                             "keep_dynamics": spec.keep_dynamics}
+                             "keep_dynamics": spec.keep_dynamics,
+                             "label_speed": spec.label_speed,
+                             "feedback_delay_s": spec.feedback_delay_s}
                 blocks.append(self._run_block(
                     spec.name, spec.mode,
                     None if per_block_s else spec.trials,

@@ -20,6 +20,10 @@ single steps:
       x  = x- + P (G z - S x-)          # G = C' Q^-1,   d x N
                                                             O(N d + d^3)
 
+The full filter objects and ``full_batch`` skip the covariance half once its
+floating-point limit cycle is known (see ``_full_update_cached``): the result
+is bit-identical to recomputing it.
+
 Only the ``G z`` / ``K z`` products touch N-sized data; they go through BLAS
 ``dgemv``. Nothing N x N is ever formed here.
 
@@ -35,7 +39,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.math cimport fabs, isfinite
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 from scipy.linalg.cython_blas cimport dgemv
 
 cnp.import_array()
@@ -216,6 +220,109 @@ cdef bint _full_update(const double* A, const double* W, const double* S,
         return False
     memcpy(x, xn, d * sizeof(double))
     memcpy(P, Pn, d * d * sizeof(double))
+    return True
+
+
+cdef bint _full_update_known(const double* A, const double* S, const double* G,
+                             double* x, const double* Pn, const double* z,
+                             double* work, int d, int n) noexcept nogil:
+    """The state half of :func:`_full_update` when its new covariance Pn is known.
+
+    Performs exactly the state operations of :func:`_full_update` (same order,
+    same rounding) with the given Pn, so the result is bit-identical. O(N d + d^2).
+    """
+    cdef double* xp = work + 3 * d * d
+    cdef double* r = xp + d
+    cdef double* xn = r + d
+    cdef int i, j
+    cdef double acc
+    for i in range(d):                              # xp = A x
+        acc = 0.0
+        for j in range(d):
+            acc += A[i * d + j] * x[j]
+        xp[i] = acc
+    _gemv_wide(G, z, r, d, n)                       # r = G z - S xp
+    for i in range(d):
+        acc = r[i]
+        for j in range(d):
+            acc -= S[i * d + j] * xp[j]
+        r[i] = acc
+    for i in range(d):                              # xn = xp + Pn r
+        acc = xp[i]
+        for j in range(d):
+            acc += Pn[i * d + j] * r[j]
+        xn[i] = acc
+    if not _all_finite(xn, d):
+        return False
+    memcpy(x, xn, d * sizeof(double))
+    return True
+
+
+# The covariance recursion does not depend on the data. After a transient it
+# reaches a floating-point limit: a fixed point or, with rounding in the last
+# bits, a short cycle (periods 2 and 6 are seen with 7 states). Once the cycle
+# is known the next P is a look-up, and a step only needs its O(N d + d^2) state
+# half -- bit-identical to computing P. Anything that changes P from outside
+# (reset, an intervention on the covariance) is caught by comparing P with the
+# expected cycle member (O(d^2)) and resumes the full recursion.
+
+cdef enum:
+    _MAX_CYCLE = 8      # longest covariance cycle looked for
+
+
+cdef inline Py_ssize_t _cycle_work_size(Py_ssize_t d) noexcept nogil:
+    # the cycle, the last _MAX_CYCLE inputs of the recursion, its last output
+    return (2 * _MAX_CYCLE + 1) * d * d
+
+
+cdef bint _full_update_cached(const double* A, const double* W, const double* S,
+                              const double* G, double* x, double* P, const double* z,
+                              double* work, int d, int n, double* cyc,
+                              int* state) noexcept nogil:
+    """:func:`_full_update`, looking P up once the recursion's limit cycle is known.
+
+    ``cyc`` holds :func:`_cycle_work_size` doubles; ``state`` four ints, all
+    0 at the start: cycle length, position in the cycle, number of
+    consecutive recursion inputs remembered, ring head.
+    """
+    cdef Py_ssize_t dd = d * d
+    cdef size_t nb = dd * sizeof(double)
+    cdef double* members = cyc                          # _MAX_CYCLE x (d x d)
+    cdef double* ring = cyc + _MAX_CYCLE * dd           # _MAX_CYCLE x (d x d)
+    cdef double* last = cyc + 2 * _MAX_CYCLE * dd       # output of the last recursion step
+    cdef int ncyc = state[0], pos = state[1], nhist = state[2], head = state[3]
+    cdef int nxt, k, i, idx
+    if ncyc > 0 and memcmp(P, members + pos * dd, nb) == 0:
+        nxt = pos + 1 if pos + 1 < ncyc else 0
+        if not _full_update_known(A, S, G, x, members + nxt * dd, z, work, d, n):
+            return False
+        if nxt != pos:
+            memcpy(P, members + nxt * dd, nb)
+        state[1] = nxt
+        return True
+    state[0] = 0
+    if nhist > 0 and memcmp(P, last, nb) != 0:
+        nhist = 0                   # P changed from outside: the history is not a chain
+    head = head + 1 if head + 1 < _MAX_CYCLE else 0
+    memcpy(ring + head * dd, P, nb)
+    if nhist < _MAX_CYCLE:
+        nhist += 1
+    if not _full_update(A, W, S, G, x, P, z, work, d, n):
+        state[2] = 0
+        return False
+    # ring[head - j] are consecutive inputs, each mapped to the next; if the new
+    # P equals ring[head - k], the cycle is ring[head - k .. head].
+    for k in range(nhist):
+        idx = head - k if head >= k else head - k + _MAX_CYCLE
+        if memcmp(P, ring + idx * dd, nb) == 0:
+            for i in range(k + 1):
+                memcpy(members + i * dd, ring + ((idx + i) % _MAX_CYCLE) * dd, nb)
+            state[0] = k + 1
+            state[1] = 0
+            break
+    memcpy(last, P, nb)
+    state[2] = nhist
+    state[3] = head
     return True
 
 
@@ -445,10 +552,13 @@ def full_batch(const double[:, ::1] A, const double[:, ::1] W, const double[:, :
     cdef double[::1] x = np.array(x0, dtype=np.float64)
     cdef double[:, ::1] P = np.array(P0, dtype=np.float64)
     cdef double[::1] work = np.empty(_full_work_size(d), dtype=np.float64)
+    cdef double[::1] cyc = np.empty(_cycle_work_size(d), dtype=np.float64)
+    cdef int cstate[4]
+    cstate[0] = cstate[1] = cstate[2] = cstate[3] = 0
     with nogil:
         for t in range(T):
-            if not _full_update(&A[0, 0], &W[0, 0], &S[0, 0], &G[0, 0], &x[0], &P[0, 0],
-                                &Z[t, 0], &work[0], d, n):
+            if not _full_update_cached(&A[0, 0], &W[0, 0], &S[0, 0], &G[0, 0], &x[0], &P[0, 0],
+                                       &Z[t, 0], &work[0], d, n, &cyc[0], cstate):
                 bad = t
                 break
             _emit(&x[0], &out[t, 0], out.shape[1], n_pos, gain)
@@ -544,6 +654,8 @@ cdef class FullFilter:
     cdef double[::1] _x
     cdef double[:, ::1] _P
     cdef double[::1] _work
+    cdef double[::1] _cyc
+    cdef int _cstate[4]
     cdef readonly int state_dim, n_channels, n_out, n_pos
 
     def __cinit__(self, A, W, S, G, x, P, int n_out, int n_pos=0):
@@ -560,11 +672,23 @@ cdef class FullFilter:
         self.n_out = n_out
         self.n_pos = n_pos
         self._work = np.empty(_full_work_size(self.state_dim), dtype=np.float64)
+        self._cyc = np.zeros(_cycle_work_size(self.state_dim), dtype=np.float64)
+        self._cstate[0] = self._cstate[1] = self._cstate[2] = self._cstate[3] = 0
 
     @property
     def work_nbytes(self):
         """Bytes of scratch memory the filter holds (O(d^2), independent of N)."""
-        return self._work.shape[0] * sizeof(double)
+        return (self._work.shape[0] + self._cyc.shape[0]) * sizeof(double)
+
+    @property
+    def covariance_converged(self):
+        """True while P is on the covariance recursion's known limit cycle.
+
+        Steps then look the next P up instead of computing it (bit-identical).
+        """
+        cdef Py_ssize_t dd = self.state_dim * self.state_dim
+        return bool(self._cstate[0] > 0 and memcmp(
+            &self._P[0, 0], &self._cyc[self._cstate[1] * dd], dd * sizeof(double)) == 0)
 
     def step(self, z, double gain=1.0):
         """Advance one bin; return the kinematics as a new float64 vector.
@@ -577,9 +701,10 @@ cdef class FullFilter:
         cdef const double* zp = <const double*>cnp.PyArray_DATA(zarr)
         cdef bint ok
         with nogil:
-            ok = _full_update(&self._A[0, 0], &self._W[0, 0], &self._S[0, 0],
-                              &self._G[0, 0], &self._x[0], &self._P[0, 0], zp,
-                              &self._work[0], self.state_dim, self.n_channels)
+            ok = _full_update_cached(&self._A[0, 0], &self._W[0, 0], &self._S[0, 0],
+                                     &self._G[0, 0], &self._x[0], &self._P[0, 0], zp,
+                                     &self._work[0], self.state_dim, self.n_channels,
+                                     &self._cyc[0], self._cstate)
             if ok:
                 _emit(&self._x[0], op, self.n_out, self.n_pos, gain)
         if not ok:

@@ -14,6 +14,10 @@ def test_existing_and_new_built_in_configs_load():
     assert [b.kind for b in cfg.protocol.blocks] == ["closed_loop", "closed_loop"]
     refit, _ = load_config("arm_refit")
     assert [b.kind for b in refit.protocol.blocks] == ["refit", "closed_loop"]
+    assert refit.protocol.blocks[0].label_speed == "profile"
+    fixed, _ = load_config("arm_refit_fixed")  # its baseline: same graph, no refit
+    assert [b.kind for b in fixed.protocol.blocks] == ["closed_loop", "closed_loop"]
+    assert fixed.nodes == refit.nodes and fixed.seed == refit.seed
     clda, _ = load_config("arm_clda")
     assert clda.protocol.blocks[0].kind == "clda"
     assert clda.nodes["source"].params["drift"]["dropout_per_min"] > 0

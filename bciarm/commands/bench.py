@@ -36,21 +36,27 @@ def _sizes(text: str) -> list[int]:
               help="Only these implementations (repeatable); default: all.")
 @click.option("--budget", type=click.FloatRange(0.01, 10), default=0.25, show_default=True,
               help="Seconds of timing per implementation and size.")
+@click.option("--blas-threads", type=click.IntRange(0), default=1, show_default=True,
+              help="Threads of every BLAS/OpenMP pool for the whole run, the same for all "
+                   "implementations; 0 leaves the pools' own defaults.")
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"results": [...]} as one JSON object on the last line of stdout.')
 def decoder(channels: str, state_dims: str, impls: tuple[str, ...], budget: float,
-            as_json: bool) -> None:
+            blas_threads: int, as_json: bool) -> None:
     """Per-step latency (median, p99) of bciarm's steady/full updates and references.
 
-    The references (filterpy, pykalman, neural-decoding) come with the
-    benchmark-only extra: pip install 'bciarm[bench]'.
+    Every implementation runs with the same BLAS threading (reported on
+    stderr); a timing sample is the fewest consecutive steps lasting 5 us,
+    divided by their number. The references (filterpy, pykalman,
+    neural-decoding) come with the benchmark-only extra: pip install 'bciarm[bench]'.
     """
     from bciarm.decoders.bench import IMPLS, ratios, run_bench
 
     chosen = list(impls) or list(IMPLS)
     try:
         results = run_bench(_sizes(channels), _sizes(state_dims), chosen, budget_s=budget,
-                            progress=lambda line: err_console.print(line, highlight=False))
+                            progress=lambda line: err_console.print(line, highlight=False),
+                            blas_threads=blas_threads or None)
     except ModuleNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:

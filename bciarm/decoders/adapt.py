@@ -9,6 +9,11 @@ estimated from the task (the decoder's own output is what the user saw):
   Optionally (``normalise_speed``) the level of speed of a batch of estimates
   is normalised to the calibration block's (:func:`normalise_speed`), because a
   Kalman filter's shrunk output speed otherwise compounds over updates.
+  With ``label_speed: profile`` the direction rule is kept but the speed is
+  the one calibration showed at the same distance to the target
+  (:class:`SpeedProfile`), a documented deviation from the paper; with
+  ``feedback_delay_s`` such a label aims from where the user saw the effector
+  that long before the bin (as FIT, Fan et al. 2014).
 * **ReFIT-KF** (Gilja et al. 2012): at the end of a ``refit`` block the whole
   Kalman model is refit by least squares from the block's features and
   intention estimates (:func:`refit_decoder`).
@@ -26,9 +31,10 @@ moments.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -40,7 +46,7 @@ from bciarm.decoders.features import FeatureTransformer, transform_counts
 from bciarm.decoders.kalman import KalmanDecoder, kinematic_states
 from bciarm.space import Axis, axis_indices
 
-__all__ = ["AdaptationNode", "BatchData", "intended_velocity", "refit_decoder",
+__all__ = ["AdaptationNode", "BatchData", "SpeedProfile", "intended_velocity", "refit_decoder",
            "smoothbatch_update"]
 
 NS_PER_S = 1_000_000_000
@@ -72,6 +78,59 @@ def intended_velocity(decoded: np.ndarray, position: np.ndarray, target: np.ndar
 
 #: Speeds below this (m/s) count as "not moving" in :func:`moving_speed`.
 MOVING_MPS = 0.01
+
+
+class SpeedProfile:
+    """Speed as a function of distance to the target, learned from the calibration block.
+
+    During open-loop calibration the user watches the effector reach each
+    target at the autopilot's speed, and the calibration labels assume that is
+    what the user intends. ``label_speed: profile`` keeps that assumption in
+    closed loop: the intention estimate points at the target (as ReFIT's) with
+    the speed calibration showed at the same distance, instead of the decoder's
+    own, shrunk, speed (see :func:`normalise_speed`). The profile is the mean
+    speed in distance bins holding equal numbers of calibration samples,
+    interpolated linearly, zero at distance 0 (holds).
+    """
+
+    def __init__(self, n_bins: int = 16) -> None:
+        self.n_bins = int(n_bins)
+        self._d: list[float] = []
+        self._v: list[float] = []
+        self.distance_m: np.ndarray | None = None
+        self.speed_mps: np.ndarray | None = None
+
+    def add(self, distance: float, speed: float) -> None:
+        """One calibration sample: distance to the target (m) and effector speed (m/s)."""
+        self._d.append(float(distance))
+        self._v.append(float(speed))
+
+    def fit(self) -> bool:
+        """Build the profile from the samples added; False if there are too few."""
+        if len(self._d) < 4 * self.n_bins:
+            return False
+        d, v = np.asarray(self._d), np.asarray(self._v)
+        edges = np.quantile(d, np.linspace(0.0, 1.0, self.n_bins + 1))
+        which = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, self.n_bins - 1)
+        centres, speeds = [0.0], [0.0]
+        for b in range(self.n_bins):
+            sel = which == b
+            if sel.any():
+                centres.append(float(d[sel].mean()))
+                speeds.append(float(v[sel].mean()))
+        order = np.argsort(centres)
+        self.distance_m = np.asarray(centres)[order]
+        self.speed_mps = np.asarray(speeds)[order]
+        return True
+
+    @property
+    def fitted(self) -> bool:
+        return self.distance_m is not None
+
+    def __call__(self, distance: float) -> float:
+        """Calibration speed at ``distance`` (m/s); the last bin's beyond the range."""
+        assert self.distance_m is not None and self.speed_mps is not None
+        return float(np.interp(distance, self.distance_m, self.speed_mps))
 
 
 def moving_speed(V: np.ndarray) -> float:
@@ -210,6 +269,11 @@ class AdaptationNode(Node):
             False, description="Scale intention estimates to the calibration block's moving "
                                "speed (see normalise_speed); False (default) keeps the decoded "
                                "speed, as published (Gilja et al. 2012).")
+        label_speed: Literal["decoded", "profile"] = Field(
+            "decoded", description="Speed of a reach bin's intention estimate: 'decoded' keeps "
+                                   "the decoded speed (Gilja et al. 2012); 'profile' takes the "
+                                   "speed calibration showed at the same distance to the target "
+                                   "(SpeedProfile).")
 
     inputs = ("neural", "intent", "state.*", "task", "event")
     outputs = ("event",)
@@ -223,6 +287,11 @@ class AdaptationNode(Node):
         self.speed_ref = 0.0
         self.normalise = self.params.normalise_speed
         self.keep_dynamics = False
+        self.label_speed = self.params.label_speed
+        self.feedback_delay_s = 0.0
+        self._seen: deque[tuple[int, np.ndarray]] = deque(maxlen=256)
+        self.profile = SpeedProfile()
+        self._calibrating = False
         self.kind: str | None = None
         self.block = ""
         self.batch_s = 60.0
@@ -240,6 +309,8 @@ class AdaptationNode(Node):
     def on_message(self, topic: str, msg: Message) -> None:
         if isinstance(msg, Event):
             self._on_event(msg)
+        elif self._calibrating:
+            self._on_calibration(msg)
         elif self.kind is None:
             return
         elif isinstance(msg, NeuralFrame):
@@ -251,11 +322,22 @@ class AdaptationNode(Node):
                 self._features[msg.header.seq] = transform_counts(msg.counts, self.params.transform)
         elif isinstance(msg, EffectorState):
             self._position = np.asarray(msg.position, dtype=float)[self._idx]
+            self._seen.append((msg.header.t_ns, self._position))
         elif isinstance(msg, TaskState):
             self._phase = msg.phase
             self._target = np.asarray(msg.target, dtype=float)[self._idx]
         elif isinstance(msg, Intent):
             self._on_intent(msg)
+
+    def _on_calibration(self, msg: Message) -> None:
+        """Open loop: sample the speed the effector shows at each distance to the target."""
+        if isinstance(msg, TaskState):
+            self._phase = msg.phase
+            self._target = np.asarray(msg.target, dtype=float)[self._idx]
+        elif isinstance(msg, EffectorState) and self._phase == "reach" and self._target is not None:
+            p = np.asarray(msg.position, dtype=float)[self._idx]
+            v = np.asarray(msg.velocity, dtype=float)[self._idx]
+            self.profile.add(float(np.linalg.norm(self._target - p)), float(np.linalg.norm(v)))
 
     def _on_event(self, msg: Event) -> None:
         d = msg.data
@@ -273,6 +355,8 @@ class AdaptationNode(Node):
                 self.stage = FeatureTransformer.load(fpath)
                 self._stage_file = str(d["features"])
         elif msg.kind == "block_start":
+            # The first open-loop block is the calibration: learn its speed profile.
+            self._calibrating = d.get("mode") == "open_loop" and not self.profile.fitted
             kind = d.get("adapt", "closed_loop")
             self.kind = kind if kind in ("refit", "clda") else None
             self.block = str(d.get("block", ""))
@@ -280,12 +364,20 @@ class AdaptationNode(Node):
             self.half_life_s = float(d.get("half_life_s", self.half_life_s))
             self.normalise = bool(d.get("normalise_speed", self.params.normalise_speed))
             self.keep_dynamics = bool(d.get("keep_dynamics", False))
+            self.label_speed = str(d.get("label_speed", self.params.label_speed))
+            self.feedback_delay_s = float(d.get("feedback_delay_s", 0.0))
+            self._seen.clear()
             self.data = BatchData()
             self._features.clear()
             if self.stage is not None:
                 self.stage.reset()
             self._batch_start_ns = self.now_ns()
         elif msg.kind == "block_end":
+            if self._calibrating:
+                self._calibrating = False
+                if not self.profile.fit():
+                    self.log.warning("calibration block %s: too few samples for a speed profile",
+                                     d.get("block", ""))
             if self.kind == "refit":
                 self._refit()
             self.kind = None
@@ -300,8 +392,22 @@ class AdaptationNode(Node):
             del self._features[seq]
         if z is None or self._position is None or self._target is None:
             return
-        v = intended_velocity(np.asarray(msg.velocity, dtype=float), self._position,
-                              self._target, self._phase)
+        decoded = np.asarray(msg.velocity, dtype=float)
+        if self.label_speed == "profile" and self._phase == "reach":
+            if not self.profile.fitted:
+                raise RuntimeError("label_speed 'profile' needs an open-loop calibration block "
+                                   "before the adaptation block")
+            # Unit-speed estimate rotated to the target, then the calibration speed there,
+            # from where the user saw the effector feedback_delay_s before the bin.
+            seen = self._perceived(msg.header.neural_t_ns)
+            dist = float(np.linalg.norm(self._target - seen))
+            norm = float(np.linalg.norm(decoded))
+            unit = decoded / norm if norm > 0 else np.ones_like(decoded)
+            v = intended_velocity(unit, seen, self._target, self._phase)
+            if v is not None:
+                v = v * self.profile(dist)
+        else:
+            v = intended_velocity(decoded, self._position, self._target, self._phase)
         if v is None:
             return
         self.data.Z.append(z)
@@ -310,6 +416,15 @@ class AdaptationNode(Node):
         if self.kind == "clda" and self.now_ns() - self._batch_start_ns >= self.batch_s * NS_PER_S:
             self._smoothbatch()
             self._batch_start_ns = self.now_ns()
+
+    def _perceived(self, t_ns: int) -> np.ndarray:
+        """The newest effector position at or before ``t_ns - feedback_delay_s``."""
+        assert self._position is not None
+        cutoff = t_ns - round(self.feedback_delay_s * NS_PER_S)
+        for t, p in reversed(self._seen):
+            if t <= cutoff:
+                return p
+        return self._seen[0][1] if self._seen else self._position
 
     # ------------------------------------------------------------------ updates
 

@@ -17,8 +17,26 @@ Implementations (``impl`` names of :func:`run_bench`):
 
 The references (``bench`` extra) invert the N x N innovation covariance each
 step, so they are only run while a step stays under ``slow_limit_ms``.
-Timings: each step is timed alone with ``perf_counter_ns``; median and 99th
-percentile in microseconds.
+
+Methodology (the same for every implementation in a run):
+
+* **Threads.** Every BLAS/OpenMP pool loaded in the process (NumPy's and
+  SciPy's OpenBLAS, which the compiled kernels call) is limited to the same
+  number of threads for the whole run with ``threadpoolctl`` -- by default 1,
+  the setting of a pinned real-time decoding process, and the one that gives
+  reproducible figures on a shared machine (a multi-threaded 192 x 192
+  inversion is at the mercy of other processes). :func:`threading_report`
+  says what was in effect.
+* **Timing.** A sample is ``k`` consecutive steps timed together with
+  ``perf_counter_ns`` and divided by ``k``, where ``k`` (1 to
+  :data:`MAX_STEPS_PER_SAMPLE`) is the fewest steps lasting at least
+  :data:`MIN_SAMPLE_NS`: the clock's own ~0.1 us overhead then does not
+  dominate a sub-microsecond step, and a step slower than that is timed alone.
+  Median and 99th percentile of the samples, in microseconds per step. Each
+  implementation is called through its plain stepping callable (the compiled
+  filters' bound ``step`` method; the references' predict + update).
+* **Inputs.** The same random model and the same 64 observation vectors,
+  cycled, for every implementation at a size; 3 warm-up steps first.
 """
 
 from __future__ import annotations
@@ -27,14 +45,20 @@ import contextlib
 import io
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from bciarm.decoders import _kalman
 
-__all__ = ["IMPLS", "run_bench", "ratios"]
+__all__ = ["IMPLS", "ratios", "run_bench", "threading_report"]
+
+#: A timing sample lasts at least this long (ns), unless one step is longer.
+MIN_SAMPLE_NS = 5_000
+#: Most steps in one timing sample.
+MAX_STEPS_PER_SAMPLE = 64
 
 IMPLS = ("bciarm-steady", "bciarm-full", "numpy-steady", "filterpy", "pykalman", "neural-decoding")
 REFERENCE_IMPLS = ("filterpy", "pykalman", "neural-decoding")
@@ -60,17 +84,30 @@ def _model(n: int, d: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 def _time_steps(step: Callable[[np.ndarray], Any], Z: np.ndarray, budget_s: float,
                 min_steps: int, max_steps: int) -> np.ndarray:
-    times: list[int] = []
+    """Per-step time (us) of samples of ``k`` consecutive steps (see the module docstring)."""
+    rows = len(Z)
+    for i in range(3):  # warm-up
+        step(Z[i % rows])
+    # k: the fewest steps that last MIN_SAMPLE_NS (measured on a trial sample).
+    k = 1
+    while k < MAX_STEPS_PER_SAMPLE:
+        t0 = time.perf_counter_ns()
+        for j in range(k):
+            step(Z[j % rows])
+        if time.perf_counter_ns() - t0 >= MIN_SAMPLE_NS:
+            break
+        k *= 2
+    batches = [[Z[(b + j) % rows] for j in range(k)] for b in range(rows)]
+    times: list[float] = []
     t_end = time.perf_counter() + budget_s
     i = 0
-    for _ in range(3):  # warm-up
-        step(Z[0])
-    while i < max_steps and (i < min_steps or time.perf_counter() < t_end):
-        z = Z[i % len(Z)]
+    while i < max_steps and (len(times) < min_steps or time.perf_counter() < t_end):
+        batch = batches[len(times) % rows]
         t0 = time.perf_counter_ns()
-        step(z)
-        times.append(time.perf_counter_ns() - t0)
-        i += 1
+        for z in batch:
+            step(z)
+        times.append((time.perf_counter_ns() - t0) / k)
+        i += k
     return np.asarray(times, dtype=np.float64) / 1000.0
 
 
@@ -79,11 +116,11 @@ def _steppers(impl: str, m: dict[str, np.ndarray], d: int) -> Callable[[np.ndarr
     x0 = np.zeros(d)
     x0[-1] = 1.0
     if impl == "bciarm-steady":
-        eng = _kalman.SteadyFilter(m["F"], m["K"], x0.copy(), d - 1, 0)
-        return lambda z: eng.step(z, 1.0)
+        # The bound method KalmanDecoder.step calls (gain defaults to 1).
+        return _kalman.SteadyFilter(m["F"], m["K"], x0.copy(), d - 1, 0).step
     if impl == "bciarm-full":
-        eng = _kalman.FullFilter(m["A"], m["W"], m["S"], m["G"], x0.copy(), np.zeros((d, d)), d - 1, 0)
-        return lambda z: eng.step(z, 1.0)
+        return _kalman.FullFilter(m["A"], m["W"], m["S"], m["G"], x0.copy(), np.zeros((d, d)),
+                                  d - 1, 0).step
     if impl == "numpy-steady":
         F, K = m["F"], m["K"]
         state = {"x": x0.copy()}
@@ -153,7 +190,8 @@ def check_extras(impls: Iterable[str]) -> None:
 def run_bench(n_channels: Iterable[int] = (96, 192, 1024, 4096, 10000),
               state_dims: Iterable[int] = (3, 5, 7), impls: Iterable[str] = IMPLS,
               budget_s: float = 0.25, slow_limit_ms: float = 25.0, seed: int = 0,
-              progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+              progress: Callable[[str], None] | None = None,
+              blas_threads: int | None = 1) -> list[dict[str, Any]]:
     """Time one step of each implementation at each size.
 
     Parameters
@@ -167,6 +205,9 @@ def run_bench(n_channels: Iterable[int] = (96, 192, 1024, 4096, 10000),
         A reference whose median step exceeds this at some N >= 192 is not run
         at larger N.
     seed : int
+    blas_threads : int or None
+        Threads of every BLAS/OpenMP pool during the whole run (the same for
+        all implementations); None leaves the pools as they are.
 
     Returns
     -------
@@ -178,8 +219,40 @@ def run_bench(n_channels: Iterable[int] = (96, 192, 1024, 4096, 10000),
     if unknown:
         raise ValueError(f"unknown impl(s) {unknown}; known: {list(IMPLS)}")
     check_extras(impls)
+    with _thread_limit(blas_threads):
+        return _run(n_channels, state_dims, impls, budget_s, slow_limit_ms, seed, progress)
+
+
+@contextlib.contextmanager
+def _thread_limit(blas_threads: int | None) -> Iterator[None]:
+    if blas_threads is None:
+        yield
+        return
+    if blas_threads < 1:
+        raise ValueError(f"blas_threads must be >= 1 or None, got {blas_threads}")
+    # Import what loads its own BLAS (SciPy's, used by the kernels) first, so
+    # the limit reaches every pool.
+    import scipy.linalg  # noqa: F401
+    with threadpool_limits(limits=blas_threads):
+        yield
+
+
+def threading_report() -> str:
+    """One line per loaded BLAS/OpenMP pool: library, version, threads in effect now."""
+    import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, which the kernels use)
+
+    lines = [f"{p.get('internal_api', '?')} {p.get('version') or ''} ({p.get('prefix', '?')}): "
+             f"{p.get('num_threads', '?')} thread(s)" for p in threadpool_info()]
+    return "; ".join(lines) or "no BLAS/OpenMP pool found"
+
+
+def _run(n_channels: Iterable[int], state_dims: Iterable[int], impls: list[str],
+         budget_s: float, slow_limit_ms: float, seed: int,
+         progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     results: list[dict[str, Any]] = []
+    if progress is not None:
+        progress(f"BLAS/OpenMP threads for every implementation: {threading_report()}")
     too_slow: set[tuple[str, int]] = set()
     for n in sorted(n_channels):
         Z = rng.standard_normal((64, n))

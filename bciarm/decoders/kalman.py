@@ -366,6 +366,47 @@ def steady_state_riccati(
     )
 
 
+def _steady_state_with_known_position(
+    A: FloatArray, W: FloatArray, S: FloatArray, G: FloatArray, n_position: int,
+    tol: float, max_iter: int,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Steady state of the recursion in which the position is observed after each step.
+
+    ReFIT-KF's causal intervention (Gilja et al. 2012): after every update the
+    position states are set to the effector's actual position, so their
+    variance and covariances are zero before the next prediction::
+
+        P-_{j+1} = A Z(P_j) A' + W,   P_j = solve(I + P-_j S, P-_j)
+
+    with Z zeroing the position rows and columns. Iterated directly (no
+    doubling: Z breaks the structure doubling relies on); the intervention
+    removes the slow integrated-position mode, so this converges like the
+    velocity block. Returns the steady prior, the posterior (before Z) and
+    the gain ``P G`` that the filter applies.
+    """
+    d = A.shape[0]
+    eye = np.eye(d)
+    post = np.zeros((d, d))
+    prior = np.full((d, d), np.inf)  # no previous prior: the first change is never small
+    for _ in range(min(max_iter, 1_000_000)):
+        known = post.copy()
+        known[:n_position, :] = 0.0
+        known[:, :n_position] = 0.0
+        new_prior = A @ known @ A.T + W
+        new_prior = 0.5 * (new_prior + new_prior.T)
+        post = np.linalg.solve(eye + new_prior @ S, new_prior)
+        post = 0.5 * (post + post.T)
+        change = float(np.max(np.abs(new_prior - prior)))
+        scale = max(float(np.max(np.abs(new_prior))), np.finfo(float).tiny)
+        prior = new_prior
+        if not np.all(np.isfinite(prior)):
+            break
+        if change <= tol * scale:
+            return prior, post, post @ G
+    raise RiccatiConvergenceError(
+        "the steady state of the position-feedback recursion did not converge; use mode='full'")
+
+
 # ---------------------------------------------------------------------------
 # Scoring
 # ---------------------------------------------------------------------------
@@ -433,6 +474,12 @@ class KalmanDecoder:
         Diagonal loading of the fitted Q, relative to its mean diagonal, so that
         silent channels do not make Q singular. Not applied by
         :meth:`from_params`, which uses Q as given.
+    position_feedback : bool
+        The position states are observed (ReFIT-KF's causal intervention,
+        Gilja et al. 2012): :meth:`set_position` sets them to the effector's
+        actual position and zeroes their uncertainty, and the steady gain is
+        computed for that recursion. Needs ``include_position`` to matter; the
+        decoder node calls :meth:`set_position` with its ``position_feedback``.
     tol : float
         Relative convergence tolerance of the steady-state Riccati recursion.
     max_riccati_iter : int
@@ -479,7 +526,11 @@ class KalmanDecoder:
     ``np.array([step(z) for z in Z])`` (same compiled arithmetic).
 
     :meth:`step` costs O(N d) in steady mode and O(N d + d^3) in full mode and
-    allocates only its output; nothing N x N is touched after fitting. A step
+    allocates only its output. In full mode the covariance recursion (which
+    does not depend on the data) settles after a transient on a floating-point
+    fixed point or short cycle; from then on the next covariance is looked up
+    instead of recomputed, which is bit-identical and makes a step O(N d + d^2).
+    A reset or any change to the covariance resumes the recursion; nothing N x N is touched after fitting. A step
     whose new state would be non-finite (NaN/Inf in ``z``) raises ``ValueError``
     and leaves the filter as it was. A decoder instance is not thread-safe.
 
@@ -516,9 +567,11 @@ class KalmanDecoder:
         q_ridge: float = 1e-6,
         tol: float = 1e-12,
         max_riccati_iter: int = 2**30,
+        position_feedback: bool = False,
     ) -> None:
         self.mode = mode
         self.include_position = include_position
+        self.position_feedback = position_feedback
         self.alpha = alpha
         self.gain = gain
         self.q_ridge = q_ridge
@@ -527,9 +580,10 @@ class KalmanDecoder:
 
     # -- scikit-learn parameter protocol ------------------------------------
 
-    _PARAM_NAMES = ("mode", "include_position", "alpha", "gain", "q_ridge", "tol", "max_riccati_iter")
+    _PARAM_NAMES = ("mode", "include_position", "alpha", "gain", "q_ridge", "tol", "max_riccati_iter",
+                    "position_feedback")
     # Parameters that change the filter built from a fitted model (not the model).
-    _FILTER_PARAMS = frozenset({"mode", "tol", "max_riccati_iter"})
+    _FILTER_PARAMS = frozenset({"mode", "tol", "max_riccati_iter", "position_feedback"})
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Hyper-parameters as passed to ``__init__``.
@@ -581,6 +635,8 @@ class KalmanDecoder:
             raise ValueError(f"mode must be one of {_MODES}, got {self.mode!r}")
         if not isinstance(self.include_position, (bool, np.bool_)):
             raise ValueError(f"include_position must be a bool, got {self.include_position!r}")
+        if not isinstance(self.position_feedback, (bool, np.bool_)):
+            raise ValueError(f"position_feedback must be a bool, got {self.position_feedback!r}")
         for name in ("alpha", "q_ridge"):
             if not (_is_real(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
@@ -739,8 +795,13 @@ class KalmanDecoder:
         """The steady-state quantities, computed once per model and settings."""
         self._check_fitted()
         if self._steady is None:
-            prior, post, K = steady_state_riccati(
-                self.A_, self.W_, self.S_, self.G_, float(self.tol), int(self.max_riccati_iter))
+            if self.position_feedback and self._n_position > 0:
+                prior, post, K = _steady_state_with_known_position(
+                    self.A_, self.W_, self.S_, self.G_, self._n_position, float(self.tol),
+                    int(self.max_riccati_iter))
+            else:
+                prior, post, K = steady_state_riccati(
+                    self.A_, self.W_, self.S_, self.G_, float(self.tol), int(self.max_riccati_iter))
             # The constant state is known exactly (zero covariance): its gain row
             # is 0 in exact arithmetic, so F's last row is exactly A's.
             K[-1] = 0.0
@@ -809,7 +870,11 @@ class KalmanDecoder:
 
         ReFIT-KF (Gilja et al. 2012) treats position as observed by the user:
         each bin the filter's position is overwritten with where the effector
-        really is. A no-op for a velocity-only model. Returns ``self``.
+        really is. With ``position_feedback=True`` its uncertainty is set to
+        zero as well (the "causal intervention"): in full mode the position
+        rows and columns of the covariance are zeroed here, and the steady gain
+        is the one of that recursion. A no-op for a velocity-only model.
+        Returns ``self``.
 
         Raises
         ------
@@ -823,6 +888,9 @@ class KalmanDecoder:
         if p.shape != (self._n_position,) or not np.all(np.isfinite(p)):
             raise ValueError(f"position must be {self._n_position} finite values, got {p!r}")
         self._x[: self._n_position] = p  # the compiled filter updates this array in place
+        if self.position_feedback:
+            self._P[: self._n_position, :] = 0.0
+            self._P[:, : self._n_position] = 0.0
         return self
 
     def step(self, z: ArrayLike) -> FloatArray:

@@ -10,7 +10,8 @@ from bciarm.config import BlockSpec, load_config
 from bciarm.decoders import KalmanDecoder
 from bciarm.decoders.datasets import load_recording
 from bciarm.decoders.features import FeatureTransformer
-from bciarm.decoders.adapt import intended_velocity, refit_decoder, smoothbatch_update
+from bciarm.decoders.adapt import (SpeedProfile, intended_velocity, refit_decoder,
+                                   smoothbatch_update)
 from bciarm.record import LOG_NAME, read_messages
 from bciarm.session import Session
 
@@ -20,6 +21,25 @@ def test_intention_rotates_toward_target_keeps_speed_and_zeroes_holds():
     np.testing.assert_allclose(v, [0.0, 0.5])
     assert np.all(intended_velocity(np.array([0.3, 0.4]), np.zeros(2), np.ones(2), "hold") == 0)
     assert intended_velocity(np.array([0.3, 0.4]), np.zeros(2), np.ones(2), "idle") is None
+
+
+def test_speed_profile_learns_speed_against_distance():
+    rng = np.random.default_rng(0)
+    prof = SpeedProfile(n_bins=16)
+    for _ in range(40):
+        assert not prof.fitted
+        prof.add(0.1, 0.1)
+    assert not prof.fit()  # fewer than 4 samples per bin
+    prof = SpeedProfile(n_bins=16)
+    d = rng.uniform(0.0, 0.12, 4000)
+    true = np.minimum(d / 0.04, 1.0) * 0.15  # ramp, then saturated
+    for di, vi in zip(d, true + rng.normal(0, 0.005, d.size)):
+        prof.add(di, vi)
+    assert prof.fit()
+    assert prof(0.0) == 0.0
+    for x in (0.01, 0.03, 0.06, 0.11):
+        assert abs(prof(x) - min(x / 0.04, 1.0) * 0.15) < 0.01
+    assert prof(1.0) == prof(float(prof.distance_m[-1]))  # flat beyond the data
 
 
 def _tuned(rng, T=3000, N=30, tuning=None):
@@ -61,7 +81,7 @@ def test_refit_learns_the_new_tuning():
     assert kept.score(Z2, V2) > 0.8
 
 
-def _config(kind: str, features: dict | None = None):
+def _config(kind: str, features: dict | None = None, **block: object):
     cfg, _ = load_config("arm_clda")
     if features is not None:
         nodes = dict(cfg.nodes)
@@ -69,7 +89,7 @@ def _config(kind: str, features: dict | None = None):
         nodes["decoder"] = dec.model_copy(update={"params": {**dec.params, "features": features}})
         cfg = cfg.model_copy(update={"nodes": nodes})
     blocks = [BlockSpec(name="adapt", kind=kind, trials=1000, max_duration_s=35.0,
-                        batch_s=10.0, half_life_s=20.0),
+                        batch_s=10.0, half_life_s=20.0, **block),
               BlockSpec(name="after", trials=4)]
     protocol = cfg.protocol.model_copy(update={
         "calibration": cfg.protocol.calibration.model_copy(update={"trials": 16}),
@@ -99,11 +119,13 @@ def _replay(session_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("kind", "features"), [
-    ("clda", None), ("refit", None),
-    ("clda", {"zscore": True, "history": 3, "count_transform": "sqrt", "min_rate_hz": 0.5})])
-def test_adaptive_session_records_updates_and_replays_exactly(tmp_path, kind, features):
-    result = Session(_config(kind, features), seed=1, out_dir=tmp_path).run()
+@pytest.mark.parametrize(("kind", "features", "block"), [
+    ("clda", None, {}),
+    # ReFIT with the calibration speed profile (the arm_refit setting)
+    ("refit", None, {"label_speed": "profile", "feedback_delay_s": 0.15}),
+    ("clda", {"zscore": True, "history": 3, "count_transform": "sqrt", "min_rate_hz": 0.5}, {})])
+def test_adaptive_session_records_updates_and_replays_exactly(tmp_path, kind, features, block):
+    result = Session(_config(kind, features, **block), seed=1, out_dir=tmp_path).run()
     if features is not None:
         assert (result.session_dir / "features.npz").is_file()
         stage = FeatureTransformer.load(result.session_dir / "features.npz")

@@ -38,3 +38,16 @@ def test_cli_json_has_exactly_the_issue_keys():
     assert list(data) == ["results"]
     assert {r["impl"] for r in data["results"]} == {"bciarm-steady", "numpy-steady"}
     assert all(set(r) == KEYS for r in data["results"])
+
+
+def test_every_impl_runs_with_the_same_reported_blas_threads():
+    lines: list[str] = []
+    res = run_bench([96], [3], ["bciarm-full", "numpy-steady"], budget_s=0.01,
+                    progress=lines.append, blas_threads=1)
+    assert len(res) == 2
+    report = lines[0]
+    assert report.startswith("BLAS/OpenMP threads for every implementation:")
+    pools = report.split(":", 1)[1].split(";")
+    assert pools and all(p.strip().endswith(": 1 thread(s)") for p in pools), report
+    with pytest.raises(ValueError, match="blas_threads"):
+        run_bench([96], [3], ["bciarm-full"], budget_s=0.01, blas_threads=0)

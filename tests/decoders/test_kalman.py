@@ -611,6 +611,64 @@ def test_kernel_functions_match_numpy(rng):
         _kalman.steady_step(F, K[:3], x2, z, out2)
 
 
+def _full_step_loop(A, W, S, G, x, P, Z, d):
+    """The uncached kernel, step by step: the recursion computed every time."""
+    work, outs = np.empty(_kalman.full_work_size(d)), []
+    for z in Z:
+        out = np.empty(d - 1)
+        _kalman.full_step(A, W, S, G, x, P, z, out, work)
+        outs.append(out)
+    return np.array(outs)
+
+
+@pytest.mark.parametrize("n, d", [(192, 7), (40, 3), (64, 5)])
+def test_full_filter_cycle_lookup_is_bit_identical(n, d):
+    """Once the covariance recursion sits on its floating-point limit cycle, the
+    filter looks the next P up instead of computing it; outputs and P must stay
+    identical bit for bit, also across a reset and an outside change of P."""
+    rng = np.random.default_rng(d)
+    A = np.zeros((d, d))
+    A[:-1, :-1] = 0.9 * np.eye(d - 1) + 0.01 * rng.standard_normal((d - 1, d - 1))
+    A[-1, -1] = 1.0
+    W = np.zeros((d, d))
+    W[:-1, :-1] = 0.01 * np.eye(d - 1)
+    C = rng.standard_normal((n, d))
+    G = np.ascontiguousarray((C / rng.uniform(0.5, 2.0, n)[:, None]).T)
+    S = np.ascontiguousarray(G @ C)
+    S = 0.5 * (S + S.T)
+    Z = rng.standard_normal((600, n))
+    x0 = np.zeros(d)
+    x0[-1] = 1.0
+
+    x_ref, P_ref = x0.copy(), np.zeros((d, d))
+    x, P = x0.copy(), np.zeros((d, d))
+    eng = _kalman.FullFilter(A, W, S, G, x, P, d - 1, 0)
+    ref = _full_step_loop(A, W, S, G, x_ref, P_ref, Z[:300], d)
+    got = np.array([eng.step(z) for z in Z[:300]])
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(P, P_ref)
+    assert eng.covariance_converged  # the look-up path was exercised
+
+    # An outside change of P (as KalmanDecoder.reset, or an intervention) resumes
+    # the recursion: still identical to the uncached kernel.
+    for Pm in (P_ref, P):
+        Pm[:] = 0.0
+    x[:] = x_ref[:] = x0
+    assert not eng.covariance_converged
+    ref = _full_step_loop(A, W, S, G, x_ref, P_ref, Z[300:], d)
+    got = np.array([eng.step(z) for z in Z[300:]])
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(P, P_ref)
+    P_ref[0, 0] += 1e-3
+    P[0, 0] += 1e-3
+    np.testing.assert_array_equal(eng.step(Z[0]), _full_step_loop(A, W, S, G, x_ref, P_ref, Z[:1], d)[0])
+
+    # full_batch uses the same look-up: equal to the loop as well.
+    batch = np.empty((600, d - 1))
+    _kalman.full_batch(A, W, S, G, x0, np.zeros((d, d)), Z, batch)
+    np.testing.assert_array_equal(batch, _full_step_loop(A, W, S, G, x0.copy(), np.zeros((d, d)), Z, d))
+
+
 # ---------------------------------------------------------------------------
 # Complexity: nothing N x N per step, cost linear in channels
 # ---------------------------------------------------------------------------
@@ -685,3 +743,39 @@ def test_sklearn_style_params():
     assert params["mode"] == "full" and params["gain"] == 2.0
     assert KalmanDecoder(**params).get_params() == params
     assert "gain=2.0" in repr(dec)
+
+
+def test_position_feedback_is_the_causal_intervention(rng):
+    """position_feedback: set_position also zeroes the position uncertainty (Gilja
+    et al. 2012); full mode equals a NumPy loop of that recursion, and the steady
+    gain is its limit."""
+    T = 1500
+    V = np.zeros((T, 2))
+    for t in range(1, T):
+        V[t] = 0.9 * V[t - 1] + rng.normal(0, 0.02, 2)
+    P = np.cumsum(V, 0) * 0.05
+    Z = 10 + V @ rng.normal(0, 30, (2, 40)) + 3 * P @ rng.normal(0, 1, (2, 40)) \
+        + rng.normal(0, 1, (T, 40))
+    full = KalmanDecoder(mode="full", include_position=True, position_feedback=True).fit(Z, V, 0.05)
+    steady = KalmanDecoder(include_position=True, position_feedback=True).fit(Z, V, 0.05)
+    plain = KalmanDecoder(include_position=True).fit(Z, V, 0.05)
+    A, W, S, G = full.A_, full.W_, full.S_, full.G_
+    d = A.shape[0]
+    x, Pc = np.r_[np.zeros(d - 1), 1.0], np.zeros((d, d))
+    for t in range(T):
+        pos = P[t - 1] if t else np.zeros(2)
+        full.set_position(pos)
+        steady.set_position(pos)
+        x[:2] = pos
+        Pc[:2, :] = Pc[:, :2] = 0.0
+        xp = A @ x
+        Pp = A @ Pc @ A.T + W
+        Pc = np.linalg.solve(np.eye(d) + Pp @ S, Pp)
+        Pc = 0.5 * (Pc + Pc.T)
+        x = xp + Pc @ (G @ Z[t] - S @ xp)
+        out_full, out_steady = full.step(Z[t]), steady.step(Z[t])
+        assert_close(out_full, x[:-1], 1e-9, "full mode with the intervention")
+        if t > 300:
+            assert_close(out_steady, x[:-1], 1e-9, "steady mode with the intervention")
+    assert_close(steady.covariance_, Pc, 1e-9, "steady posterior")
+    assert not np.allclose(plain.K_, steady.K_)  # the intervention changes the gain
