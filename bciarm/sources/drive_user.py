@@ -73,9 +73,15 @@ class Unsticker:
     * forward if they were mostly turning (a turn refused in a doorway is
       freed by rolling out of it first);
     * the other way if the previous push did not move the chair at all.
+
+    ``stuck_s`` (2 s) is the user's patience: through a decoder the chair
+    answers a changed intent only after its lag (and a wake-up from idle),
+    so a user who pushed back and now asks to go forward again waits that
+    long before concluding the chair is stuck (at 1 s the simulated user
+    kept backing away from a doorway the chair was about to pass).
     """
 
-    def __init__(self, stuck_s: float = 1.0, unstick_s: float = 1.5, push: float = 0.6) -> None:
+    def __init__(self, stuck_s: float = 2.0, unstick_s: float = 1.5, push: float = 0.6) -> None:
         self.stuck_s, self.unstick_s, self.push = float(stuck_s), float(unstick_s), float(push)
         self.reset()
 
