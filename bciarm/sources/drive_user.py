@@ -65,8 +65,10 @@ class Unsticker:
 
     If the pose has not changed (5 cm, 0.1 rad) for ``stuck_s`` while the
     intent asks for motion, the forward intent becomes ``±push`` for
-    ``unstick_s`` (the turn intent is kept: the user goes on steering
-    toward the target, re-aiming while they move):
+    ``unstick_s``, and the turn intent ``push_turn`` × what it was: the user
+    concentrates on the push (through a decoder a strong turn intent bleeds
+    into the decoded forward speed) but still leans toward the target,
+    re-aiming while they move:
 
     * backward if they were asking to roll forward (something is in the way
       ahead: back off and come at it again);
@@ -81,8 +83,10 @@ class Unsticker:
     kept backing away from a doorway the chair was about to pass).
     """
 
-    def __init__(self, stuck_s: float = 2.0, unstick_s: float = 1.5, push: float = 0.6) -> None:
+    def __init__(self, stuck_s: float = 2.0, unstick_s: float = 1.5, push: float = 0.8,
+                 push_turn: float = 0.3) -> None:
         self.stuck_s, self.unstick_s, self.push = float(stuck_s), float(unstick_s), float(push)
+        self.push_turn = float(push_turn)
         self.reset()
 
     def reset(self) -> None:
@@ -103,7 +107,7 @@ class Unsticker:
         if t_s < self._push_until:
             if self._push_from is not None and self._moved(pose, self._push_from):
                 self._push_moved = True
-            return np.array([self._push, u[1]])
+            return np.array([self._push, self.push_turn * u[1]])
         moved = self._anchor is None or self._moved(pose, self._anchor[1])
         if moved or not np.any(np.abs(u) > 0.3):
             self._anchor = (t_s, pose.copy())
@@ -117,7 +121,7 @@ class Unsticker:
             self._push_until = t_s + self.unstick_s
             self._push_from, self._push_moved = pose.copy(), False
             self._anchor = (self._push_until, pose.copy())  # patience restarts after the push
-            return np.array([self._push, u[1]])
+            return np.array([self._push, self.push_turn * u[1]])
         return u
 
 

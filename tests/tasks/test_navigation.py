@@ -88,12 +88,12 @@ def _wedge(unstick, u, pose=(1.0, 1.0, 0.0), t0=0.0, seconds=1.2):
 
 
 def test_unsticker_backs_off_when_forward_is_refused_and_rolls_on_when_a_turn_is():
-    un = Unsticker(stuck_s=1.0, unstick_s=1.5, push=0.6)
+    un = Unsticker(stuck_s=1.0, unstick_s=1.5, push=0.6, push_turn=0.5)
     out, t = _wedge(un, [0.7, 0.2])          # wants to roll on, the chair will not
-    assert out[0] == -0.6 and out[1] == 0.2  # backs off, still steering at the target
-    un = Unsticker(stuck_s=1.0, unstick_s=1.5, push=0.6)
+    assert out[0] == -0.6 and out[1] == pytest.approx(0.1)  # backs off, leaning to the target
+    un = Unsticker(stuck_s=1.0, unstick_s=1.5, push=0.6, push_turn=0.5)
     out, t = _wedge(un, [0.0, 0.9])          # wants to turn on the spot, the chair will not
-    assert out[0] == 0.6 and out[1] == 0.9   # rolls on (out of the doorway), turning
+    assert out[0] == 0.6 and out[1] == pytest.approx(0.45)  # rolls on (out of the doorway)
     # That push did not move the chair at all: next time the other way.
     out, t = _wedge(un, [0.0, 0.9], t0=t, seconds=3.0)
     assert out[0] == -0.6
