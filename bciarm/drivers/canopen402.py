@@ -10,7 +10,14 @@ Connect:
     NMT to PRE-OPERATIONAL; by SDO: producer heartbeat time (0x1017),
     profile velocity mode (0x6060 = 3), quick-stop option code 6 (ramp and
     hold, 0x605A), profile acceleration / deceleration and quick-stop
-    deceleration; wait for every drive's heartbeat; NMT START; then the 402
+    deceleration, and the **PDO mapping** the driver uses
+    (:data:`~bciarm.drivers.cia402.DRIVER_PDOS`, written through canopen's
+    ``node.rpdo`` / ``node.tpdo`` save API to 0x1400/0x1600/0x1800/0x1A00:
+    RPDO1 = controlword + target velocity, TPDO1 = statusword + velocity
+    actual value, TPDO2 = position actual value, every other PDO disabled;
+    TPDOs asynchronous with an event timer of ``feedback_ms``), so nothing
+    depends on how a drive was delivered or last configured; wait for every
+    drive's heartbeat; NMT START; then the 402
     state machine through RPDO1 controlwords: Shutdown → READY TO SWITCH ON,
     Switch on → SWITCHED ON, Enable operation → OPERATION ENABLED (a drive
     found in FAULT gets a fault reset first).  Every step waits on the
@@ -22,6 +29,8 @@ Run:
     ``command_velocity`` sends RPDO1 (controlword Enable operation + target
     velocity) to every drive; ``read`` returns the latest TPDO1/TPDO2
     values (velocity actual, position actual) converted to rad and rad/s.
+    Feedback is decoded by the mapping, not by byte offsets: each received
+    TPDO updates whichever of statusword / velocity / position it carries.
 
 Supervision (a background thread, every ``supervise_period_s``):
     * **command timeout** — no command for ``command_timeout_s``: every
@@ -43,6 +52,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
@@ -89,6 +99,9 @@ class CanOpen402Driver(Driver):
         Profile acceleration/deceleration and quick-stop deceleration, rad/s².
     heartbeat_ms : int
         Producer heartbeat time written to every drive (0x1017).
+    feedback_ms : int
+        Event timer written to the feedback TPDOs (0x1800+n sub 5): each
+        drive reports status, velocity and position this often.
     heartbeat_timeout_s : float
         Heartbeat consumer time: a drive silent this long is lost.
     command_timeout_s : float
@@ -117,7 +130,7 @@ class CanOpen402Driver(Driver):
                  joint_names: Sequence[str] = ("left_wheel_joint", "right_wheel_joint"),
                  max_velocity: float | Sequence[float] = 18.0, counts_per_rad: float = 1000.0,
                  accel: float = 40.0, quick_stop_decel: float = 100.0, heartbeat_ms: int = 20,
-                 heartbeat_timeout_s: float = 0.1, command_timeout_s: float = 0.1,
+                 feedback_ms: int = 5, heartbeat_timeout_s: float = 0.1, command_timeout_s: float = 0.1,
                  supervise_period_s: float = 0.002, state_timeout_s: float = 1.0,
                  bitrate: int | None = None) -> None:
         super().__init__()
@@ -138,6 +151,9 @@ class CanOpen402Driver(Driver):
         self.accel = float(accel)
         self.quick_stop_decel = float(quick_stop_decel)
         self.heartbeat_ms = int(heartbeat_ms)
+        self.feedback_ms = int(feedback_ms)
+        if not 0 < self.feedback_ms < 1000 * float(heartbeat_timeout_s):
+            raise ValueError(f"feedback_ms must be in (0, heartbeat timeout), got {feedback_ms}")
         self.heartbeat_timeout_s = float(heartbeat_timeout_s)
         self.command_timeout_s = float(command_timeout_s)
         self.supervise_period_s = float(supervise_period_s)
@@ -148,6 +164,7 @@ class CanOpen402Driver(Driver):
         self._axes = {i: _Axis(i) for i in self.node_ids}
         self._network: Any = None
         self._nodes: dict[int, Any] = {}
+        self._rpdo: dict[int, Any] = {}
         self._lock = threading.RLock()
         self._stopped_for_timeout = False
         self._stop = threading.Event()
@@ -183,21 +200,56 @@ class CanOpen402Driver(Driver):
     # ------------------------------------------------------------------ bus plumbing
 
     def _send_rpdo(self, node_id: int, controlword: int, target: int) -> None:
-        self._network.send_message(ds.RPDO1 + node_id, ds.pack_rpdo1(controlword, target))
+        with self._lock:  # one RPDO buffer per drive, shared by commands and supervision
+            m = self._rpdo[node_id]
+            m[ds.CONTROLWORD].raw = controlword & 0xFFFF
+            m[ds.TARGET_VELOCITY].raw = target
+            m.transmit()
 
-    def _on_tpdo1(self, can_id: int, data: bytes, timestamp: float) -> None:
-        ax = self._axes.get(can_id - ds.TPDO1)
-        if ax is None:
-            return
-        sw, vel = ds.unpack_tpdo1(data)
+    def _on_tpdo(self, node_id: int, m: Any) -> None:
+        """A TPDO of ``node_id`` arrived: take whatever feedback it carries (by its mapping)."""
+        ax = self._axes[node_id]
         with ax.cond:
-            ax.statusword, ax.velocity, ax.t_feedback = sw, vel, time.monotonic()
+            for var in m.map:
+                if var.index == ds.STATUSWORD:
+                    ax.statusword = var.raw
+                elif var.index == ds.VELOCITY_ACTUAL:
+                    ax.velocity = var.raw
+                elif var.index == ds.POSITION_ACTUAL:
+                    ax.position = var.raw
+            ax.t_feedback = time.monotonic()
             ax.cond.notify_all()
 
-    def _on_tpdo2(self, can_id: int, data: bytes, timestamp: float) -> None:
-        ax = self._axes.get(can_id - ds.TPDO2)
-        if ax is not None:
-            ax.position = ds.unpack_tpdo2(data)
+    def _configure_pdos(self, node: Any) -> None:
+        """Write the driver's PDO mapping (:data:`~.cia402.DRIVER_PDOS`) by SDO.
+
+        Must run in PRE-OPERATIONAL.  Every PDO of the predefined set is
+        rewritten: the ones the driver uses mapped on their predefined
+        COB-IDs, the others disabled (a leftover mapping could otherwise
+        also carry the controlword).
+        """
+        for kind, maps in (("rpdo", node.rpdo), ("tpdo", node.tpdo)):
+            layout = ds.DRIVER_PDOS[kind]
+            for n, m in maps.map.items():
+                objs = layout.get(n)
+                m.clear()
+                m.cob_id = ds.predefined_cob_id(kind, n, node.id)
+                m.enabled = bool(objs)
+                m.trans_type = ds.TRANSMISSION_ASYNC
+                if kind == "tpdo":
+                    m.inhibit_time = 0
+                    m.event_timer = self.feedback_ms if objs else 0
+                for index in objs or ():
+                    m.add_variable(index)
+                if kind == "tpdo" and objs:
+                    m.add_callback(partial(self._on_tpdo, node.id))
+        self._save_pdos(node)
+        self._rpdo[node.id] = node.rpdo[1]
+
+    def _save_pdos(self, node: Any) -> None:
+        """Send the local PDO configuration of ``node`` to the drive (SDO) and subscribe."""
+        node.rpdo.save()
+        node.tpdo.save()
 
     def _on_heartbeat(self, can_id: int, data: bytes, timestamp: float) -> None:
         ax = self._axes.get(can_id - 0x700)
@@ -235,14 +287,11 @@ class CanOpen402Driver(Driver):
         net.connect(**kwargs)
         self._network = net
         try:
-            od = ds.velocity_drive_dictionary()
             cpr = self.counts_per_rad
             for i in self.node_ids:
-                node = canopen.RemoteNode(i, od)
+                node = canopen.RemoteNode(i, ds.velocity_drive_dictionary(i))
                 net.add_node(node)
                 self._nodes[i] = node
-                net.subscribe(ds.TPDO1 + i, self._on_tpdo1)
-                net.subscribe(ds.TPDO2 + i, self._on_tpdo2)
                 net.subscribe(0x700 + i, self._on_heartbeat)
                 node.nmt.state = "PRE-OPERATIONAL"
                 try:
@@ -252,7 +301,13 @@ class CanOpen402Driver(Driver):
                     node.sdo[ds.PROFILE_DECEL].raw = int(self.accel * cpr)
                     node.sdo[ds.QUICK_STOP_DECEL].raw = int(self.quick_stop_decel * cpr)
                     node.sdo[ds.PRODUCER_HEARTBEAT].raw = self.heartbeat_ms
-                except (canopen.sdo.SdoCommunicationError, canopen.sdo.SdoAbortedError) as exc:
+                    self._configure_pdos(node)
+                except canopen.sdo.SdoAbortedError as exc:
+                    raise DriverError(
+                        f"CANopen drive {i} on {self.interface}:{self.channel} refused its "
+                        f"configuration by SDO ({exc}); it must accept profile velocity mode "
+                        f"and PDO mapping in PRE-OPERATIONAL") from exc
+                except canopen.sdo.SdoCommunicationError as exc:
                     raise DriverError(
                         f"CANopen drive {i} on {self.interface}:{self.channel} did not answer "
                         f"its configuration by SDO ({exc}); is it powered, on the bus, with "

@@ -5,19 +5,20 @@
   bus (the driver's ``RemoteNode`` and a simulated drive's ``LocalNode``).
 * The power state machine: statusword decoding (:func:`state_of`) and the
   controlword commands (:data:`CW_SHUTDOWN`, ...).
-* The PDO layout the driver expects (predefined connection set, CiA 402
-  default mapping for velocity mode): RPDO1 (0x200 + id) = controlword
-  (0x6040, u16) + target velocity (0x60FF, i32); TPDO1 (0x180 + id) =
-  statusword (0x6041, u16) + velocity actual value (0x606C, i32); TPDO2
-  (0x280 + id) = position actual value (0x6064, i32).
+* PDO communication and mapping objects (0x1400-0x1403 / 0x1600-0x1603
+  receive, 0x1800-0x1803 / 0x1A00-0x1A03 transmit) and two layouts of them:
+  :data:`DEFAULT_PDOS` (what a drive ships with, unless told otherwise) and
+  :data:`DRIVER_PDOS` (what :class:`~bciarm.drivers.canopen402.CanOpen402Driver`
+  writes by SDO before it starts a drive): RPDO1 = controlword (0x6040) +
+  target velocity (0x60FF); TPDO1 = statusword (0x6041) + velocity actual
+  value (0x606C); TPDO2 = position actual value (0x6064); every other PDO
+  disabled.
 
 Velocities and positions travel in drive units: ``counts/s`` and ``counts``
 (the driver converts with its ``counts_per_rad``).
 """
 
 from __future__ import annotations
-
-import struct
 
 from canopen import objectdictionary as od
 
@@ -94,36 +95,35 @@ def state_of(statusword: int) -> str:
 
 
 # ----------------------------------------------------------------------------- PDOs
-RPDO1 = 0x200
-TPDO1 = 0x180
-TPDO2 = 0x280
-_RPDO1 = struct.Struct("<Hi")
-_TPDO1 = struct.Struct("<Hi")
-_TPDO2 = struct.Struct("<i")
+RPDO_COMM, RPDO_MAP, TPDO_COMM, TPDO_MAP = 0x1400, 0x1600, 0x1800, 0x1A00
+#: PDOs per direction in the dictionary (the predefined connection set has four).
+N_PDOS = 4
+#: COB-ID bit 31: PDO not valid (disabled).
+PDO_NOT_VALID = 1 << 31
+#: Transmission type 255: asynchronous (event driven, device-profile specific).
+TRANSMISSION_ASYNC = 255
+
+#: One PDO: the objects it carries (index, in order) or None when disabled.
+PdoLayout = dict[int, "tuple[int, ...] | None"]
+
+#: A drive's mapping as delivered (CiA 402 velocity-mode defaults): the
+#: driver must not rely on it, it writes :data:`DRIVER_PDOS` instead.
+DEFAULT_PDOS: dict[str, PdoLayout] = {
+    "rpdo": {1: (CONTROLWORD, TARGET_VELOCITY), 2: None, 3: None, 4: None},
+    "tpdo": {1: (STATUSWORD, VELOCITY_ACTUAL), 2: (POSITION_ACTUAL,), 3: None, 4: None},
+}
+
+#: The mapping the driver writes by SDO in PRE-OPERATIONAL (PDO n on its
+#: predefined COB-ID: RPDOn 0x100 + 0x100·n + id, TPDOn 0x080 + 0x100·n + id).
+DRIVER_PDOS: dict[str, PdoLayout] = {
+    "rpdo": {1: (CONTROLWORD, TARGET_VELOCITY), 2: None, 3: None, 4: None},
+    "tpdo": {1: (STATUSWORD, VELOCITY_ACTUAL), 2: (POSITION_ACTUAL,), 3: None, 4: None},
+}
 
 
-def pack_rpdo1(controlword: int, target_velocity: int) -> bytes:
-    return _RPDO1.pack(controlword & 0xFFFF, target_velocity)
-
-
-def unpack_rpdo1(data: bytes) -> tuple[int, int]:
-    return _RPDO1.unpack(bytes(data[:6]))
-
-
-def pack_tpdo1(statusword: int, velocity: int) -> bytes:
-    return _TPDO1.pack(statusword & 0xFFFF, velocity)
-
-
-def unpack_tpdo1(data: bytes) -> tuple[int, int]:
-    return _TPDO1.unpack(bytes(data[:6]))
-
-
-def pack_tpdo2(position: int) -> bytes:
-    return _TPDO2.pack(position)
-
-
-def unpack_tpdo2(data: bytes) -> int:
-    return _TPDO2.unpack(bytes(data[:4]))[0]
+def predefined_cob_id(kind: str, n: int, node_id: int) -> int:
+    """COB-ID of RPDO/TPDO ``n`` (1-4) of ``node_id`` in the predefined connection set."""
+    return (0x100 if kind == "rpdo" else 0x080) + 0x100 * n + node_id
 
 
 def clamp_i32(value: float) -> int:
@@ -142,8 +142,56 @@ def _var(index: int, name: str, data_type: int, access: str = "rw", default: int
     return v
 
 
-def velocity_drive_dictionary() -> od.ObjectDictionary:
-    """Object dictionary of a CiA 402 drive in profile velocity mode (see module docstring)."""
+def _pdo_records(d: od.ObjectDictionary, node_id: int, pdos: dict[str, PdoLayout]) -> None:
+    """Add the PDO communication and mapping records, preset to the layout ``pdos``."""
+    for kind, comm, mapping in (("rpdo", RPDO_COMM, RPDO_MAP), ("tpdo", TPDO_COMM, TPDO_MAP)):
+        layout = pdos.get(kind, {})
+        for n in range(1, N_PDOS + 1):
+            objs = layout.get(n)
+            cob = predefined_cob_id(kind, n, node_id) | (0 if objs else PDO_NOT_VALID)
+            rec = od.ODRecord(f"{kind.upper()}{n} communication parameter", comm + n - 1)
+            subs = [(0, "Highest sub-index supported", od.UNSIGNED8, "const",
+                     5 if kind == "tpdo" else 2),
+                    (1, "COB-ID", od.UNSIGNED32, "rw", cob),
+                    (2, "Transmission type", od.UNSIGNED8, "rw", TRANSMISSION_ASYNC)]
+            if kind == "tpdo":
+                subs += [(3, "Inhibit time", od.UNSIGNED16, "rw", 0),
+                         (5, "Event timer", od.UNSIGNED16, "rw", 0)]
+            for sub, name, dtype, access, default in subs:
+                rec.add_member(_sub(rec, sub, name, dtype, access, default))
+            d.add_object(rec)
+            rec = od.ODRecord(f"{kind.upper()}{n} mapping parameter", mapping + n - 1)
+            entries = [d[i] for i in objs or ()]
+            rec.add_member(_sub(rec, 0, "Number of mapped objects", od.UNSIGNED8, "rw",
+                                len(entries)))
+            for k in range(1, 9):
+                v = entries[k - 1] if k <= len(entries) else None
+                value = 0 if v is None else (v.index << 16 | v.subindex << 8 | len(v))
+                rec.add_member(_sub(rec, k, f"Mapped object {k}", od.UNSIGNED32, "rw", value))
+            d.add_object(rec)
+
+
+def _sub(rec: od.ODRecord, sub: int, name: str, data_type: int, access: str,
+         default: int) -> od.ODVariable:
+    v = od.ODVariable(name, rec.index, sub)
+    v.data_type, v.access_type, v.default = data_type, access, default
+    return v
+
+
+def velocity_drive_dictionary(node_id: int = 1,
+                              pdos: dict[str, PdoLayout] | None = None) -> od.ObjectDictionary:
+    """Object dictionary of a CiA 402 drive in profile velocity mode (see module docstring).
+
+    Parameters
+    ----------
+    node_id : int
+        The drive's node id (the PDO COB-IDs of the predefined connection set use it).
+    pdos : dict, optional
+        The drive's PDO mapping as stored in its dictionary,
+        ``{"rpdo": {n: (index, ...) or None}, "tpdo": {...}}``; default
+        :data:`DEFAULT_PDOS`.  Simulated drives with another mapping check
+        that a driver configures the PDOs it uses instead of assuming them.
+    """
     d = od.ObjectDictionary()
     for v in (
         _var(DEVICE_TYPE, "Device type", od.UNSIGNED32, "ro", 0x00020192),
@@ -162,4 +210,5 @@ def velocity_drive_dictionary() -> od.ObjectDictionary:
         _var(TARGET_VELOCITY, "Target velocity", od.INTEGER32, "rw", 0, pdo=True),
     ):
         d.add_object(v)
+    _pdo_records(d, node_id, DEFAULT_PDOS if pdos is None else pdos)
     return d

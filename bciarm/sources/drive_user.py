@@ -12,9 +12,11 @@ fractions of the chair's speed profile (each in [-1, 1])::
 so they turn toward the target while rolling slowly, turn on the spot when
 it is far off to the side, and roll on at their preferred fraction of top
 speed when it is ahead.  A user who sees the chair not moving at all for
-``stuck_s`` while they want it to (wedged in a doorway, say) pushes on:
-forward for ``unstick_s``, or backward if pushing forward did not help the
-previous time.  Motor noise as for the reaching user: Gaussian,
+``stuck_s`` while they want it to (the collision guard refuses: wedged at a
+door jamb, say) does what a driver does (:class:`Unsticker`): backs up if
+it was forward motion that was refused, rolls on straight-ish if it was a
+turn (the rear still in a doorway), and keeps steering toward the target
+meanwhile, so they come back at it from a better angle.  Motor noise as for the reaching user: Gaussian,
 ``noise_rel`` × the intent plus ``noise_abs``, per axis.
 
 The same policy without noise or delay (:func:`drive_intent`) is the
@@ -59,39 +61,67 @@ def drive_intent(pose: np.ndarray, target: np.ndarray, preferred: float = DEFAUL
 
 
 class Unsticker:
-    """What a driver does when the chair is wedged: push on for a moment.
+    """What a driver does when the chair will not move as asked: back up or roll on, and re-aim.
 
     If the pose has not changed (5 cm, 0.1 rad) for ``stuck_s`` while the
-    intent asks for motion, the forward intent becomes ``push`` (0.5) for
-    ``unstick_s``, alternately forward and backward on later episodes.
+    intent asks for motion, the forward intent becomes ``±push`` for
+    ``unstick_s``, and the turn intent ``push_turn`` × what it was: the user
+    concentrates on the push (through a decoder a strong turn intent bleeds
+    into the decoded forward speed) but still leans toward the target,
+    re-aiming while they move:
+
+    * backward if they were asking to roll forward (something is in the way
+      ahead: back off and come at it again);
+    * forward if they were mostly turning (a turn refused in a doorway is
+      freed by rolling out of it first);
+    * the other way if the previous push did not move the chair at all.
+
+    ``stuck_s`` (2 s) is the user's patience: through a decoder the chair
+    answers a changed intent only after its lag (and a wake-up from idle),
+    so a user who pushed back and now asks to go forward again waits that
+    long before concluding the chair is stuck (at 1 s the simulated user
+    kept backing away from a doorway the chair was about to pass).
     """
 
-    def __init__(self, stuck_s: float = 2.0, unstick_s: float = 1.0, push: float = 0.5) -> None:
+    def __init__(self, stuck_s: float = 2.0, unstick_s: float = 1.5, push: float = 0.8,
+                 push_turn: float = 0.3) -> None:
         self.stuck_s, self.unstick_s, self.push = float(stuck_s), float(unstick_s), float(push)
+        self.push_turn = float(push_turn)
         self.reset()
 
     def reset(self) -> None:
         self._anchor: tuple[float, np.ndarray] | None = None
         self._push_until = -np.inf
         self._push = self.push
+        self._push_from: np.ndarray | None = None
+        self._push_moved = True
         self.episodes = 0
+
+    @staticmethod
+    def _moved(a: np.ndarray, b: np.ndarray) -> bool:
+        return bool(np.hypot(*(a[:2] - b[:2])) > 0.05 or abs(a[2] - b[2]) > 0.1)
 
     def adjust(self, t_s: float, pose: np.ndarray, u: np.ndarray) -> np.ndarray:
         """The intent ``u`` at ``t_s`` given the chair's ``pose``, pushed on if wedged."""
+        pose = np.asarray(pose, dtype=float)
         if t_s < self._push_until:
-            return np.array([self._push, u[1]])
-        moved = (self._anchor is None
-                 or np.hypot(*(pose[:2] - self._anchor[1][:2])) > 0.05
-                 or abs(pose[2] - self._anchor[1][2]) > 0.1)
+            if self._push_from is not None and self._moved(pose, self._push_from):
+                self._push_moved = True
+            return np.array([self._push, self.push_turn * u[1]])
+        moved = self._anchor is None or self._moved(pose, self._anchor[1])
         if moved or not np.any(np.abs(u) > 0.3):
-            self._anchor = (t_s, np.array(pose, dtype=float))
+            self._anchor = (t_s, pose.copy())
         elif t_s - self._anchor[0] >= self.stuck_s:
-            if self.episodes:
-                self._push = -self._push
+            if self.episodes and not self._push_moved:
+                sign = -math.copysign(1.0, self._push)  # that way did nothing: the other
+            else:
+                sign = -1.0 if u[0] > 0.3 else 1.0
+            self._push = sign * self.push
             self.episodes += 1
             self._push_until = t_s + self.unstick_s
-            self._anchor = (t_s, np.array(pose, dtype=float))
-            return np.array([self._push, u[1]])
+            self._push_from, self._push_moved = pose.copy(), False
+            self._anchor = (self._push_until, pose.copy())  # patience restarts after the push
+            return np.array([self._push, self.push_turn * u[1]])
         return u
 
 

@@ -3,13 +3,22 @@
 A real CANopen stack on the drive side: NMT slave (start / stop / pre-op
 commands, heartbeat producer started by an SDO write of 0x1017), SDO server
 on the drive's object dictionary
-(:func:`~bciarm.drivers.cia402.velocity_drive_dictionary`), and the 402
-power state machine driven by the controlword in RPDO1.  In OPERATION
-ENABLED the drive ramps its velocity toward the target at the profile
-acceleration / deceleration; in QUICK STOP ACTIVE toward zero at the
-quick-stop deceleration.  Every ``period_s`` (a background thread, wall
-clock) it integrates its motion and, when OPERATIONAL, sends TPDO1
-(statusword + velocity actual) and TPDO2 (position actual).
+(:func:`~bciarm.drivers.cia402.velocity_drive_dictionary`), PDOs as mapped
+in that dictionary, and the 402 power state machine driven by the
+controlword.  In OPERATION ENABLED the drive ramps its velocity toward the
+target at the profile acceleration / deceleration; in QUICK STOP ACTIVE
+toward zero at the quick-stop deceleration.  Every ``period_s`` (a
+background thread, wall clock) it integrates its motion and, when
+OPERATIONAL, sends its enabled TPDOs (at most once per event timer,
+0x1800+n sub 5, when one is set).
+
+PDOs: the drive applies the PDO communication / mapping objects of its
+dictionary (0x1400-0x1403, 0x1600-0x1603, 0x1800-0x1803, 0x1A00-0x1A03)
+when it enters NMT OPERATIONAL, as read from its dictionary at that moment:
+a drive built with a non-default mapping (``pdos``) talks that mapping until
+a master rewrites it.  Like many real drives it accepts PDO configuration by
+SDO only outside OPERATIONAL (abort 0x08000022 otherwise); every such write
+is logged with the NMT state it arrived in (:attr:`SimulatedDrive.pdo_writes`).
 
 Every state change is logged with ``time.monotonic()`` (:attr:`SimulatedDrive.transitions`),
 so tests measure latencies from timestamps.  Faults can be injected
@@ -27,6 +36,7 @@ import time
 from typing import Sequence
 
 import canopen
+from canopen.sdo.exceptions import SdoAbortedError
 
 from bciarm.drivers import cia402 as ds
 
@@ -39,24 +49,41 @@ class SimulatedDrive:
     network : canopen.Network
         Connected network the drive lives on.
     node_id : int
+    pdos : dict, optional
+        PDO mapping in the drive's dictionary as delivered
+        (:func:`~bciarm.drivers.cia402.velocity_drive_dictionary`); default
+        :data:`~bciarm.drivers.cia402.DEFAULT_PDOS`.
     """
 
-    def __init__(self, network: canopen.Network, node_id: int) -> None:
-        self.node = canopen.LocalNode(node_id, ds.velocity_drive_dictionary())
+    #: SDO abort code: data cannot be transferred because of the present device state.
+    ABORT_DEVICE_STATE = 0x08000022
+
+    def __init__(self, network: canopen.Network, node_id: int,
+                 pdos: dict[str, ds.PdoLayout] | None = None) -> None:
+        self.node = canopen.LocalNode(node_id, ds.velocity_drive_dictionary(node_id, pdos))
         self.network = network
         network.add_node(self.node)
         self.node_id = node_id
         self.lock = threading.RLock()
         self.state = ds.SWITCH_ON_DISABLED
+        self.period_s = 0.002  # stepping period (set by SimulatedDriveSet)
         self.velocity = 0.0  # counts/s
         self.position = 0.0  # counts
         self.target = 0
         self.silent = False
         self.transitions: list[tuple[float, str]] = [(time.monotonic(), self.state)]
         self.received: list[tuple[float, int, int]] = []  # (t, controlword, target)
+        self.pdo_writes: list[tuple[float, str, int, int]] = []  # (t, NMT state, index, sub)
         self._last_cw = 0
+        self._tpdo_sent: dict[int, float] = {}
+        self._nmt_state = ""
+        self.node.add_write_callback(self._on_write)
+        for m in self.node.rpdo.map.values():
+            m.add_callback(self._on_rpdo)
         self.node.nmt.state = "PRE-OPERATIONAL"
-        network.subscribe(ds.RPDO1 + node_id, self._on_rpdo1)
+        # After the NMT slave's own handler (subscribers run in order).
+        network.subscribe(0x000, self._on_nmt)
+        self._apply_pdos()
         self._publish_statusword()
 
     # ------------------------------------------------------------------ objects
@@ -93,14 +120,58 @@ class SimulatedDrive:
 
     # ------------------------------------------------------------------ bus
 
-    def _on_rpdo1(self, can_id: int, data: bytes, timestamp: float) -> None:
+    def _on_write(self, index: int, subindex: int, od: object, data: bytes) -> None:
+        """SDO write hook: PDO configuration only outside OPERATIONAL, logged."""
+        if ds.RPDO_COMM <= index < ds.TPDO_MAP + 0x200:
+            state = self.node.nmt.state
+            self.pdo_writes.append((time.monotonic(), state, index, subindex))
+            if state == "OPERATIONAL":
+                raise SdoAbortedError(self.ABORT_DEVICE_STATE)
+
+    def _on_nmt(self, can_id: int, data: bytes, timestamp: float) -> None:
+        state = self.node.nmt.state
+        with self.lock:
+            if state == "OPERATIONAL" and self._nmt_state != "OPERATIONAL":
+                self._apply_pdos()
+            self._nmt_state = state
+
+    def _apply_pdos(self) -> None:
+        """(Re)load every PDO's communication and mapping parameters from the dictionary."""
+        with self.lock:
+            for maps in (self.node.rpdo, self.node.tpdo):
+                for m in maps.map.values():
+                    if m.enabled and m.cob_id is not None:
+                        try:
+                            self.network.unsubscribe(m.cob_id, m.on_message)
+                        except (KeyError, ValueError):
+                            pass
+                    m.read()  # from the drive's own dictionary: a local SDO upload
+            self._tpdo_sent.clear()
+
+    def pdo_mapping(self, kind: str, n: int) -> tuple[bool, int, tuple[int, ...]]:
+        """``(enabled, COB-ID, mapped object indices)`` of RPDO/TPDO ``n`` in the dictionary now."""
+        comm, mapping = (ds.RPDO_COMM, ds.RPDO_MAP) if kind == "rpdo" else (ds.TPDO_COMM,
+                                                                             ds.TPDO_MAP)
+        cob = self.node.sdo[comm + n - 1][1].raw
+        rec = self.node.sdo[mapping + n - 1]
+        objs = tuple(rec[k].raw >> 16 for k in range(1, rec[0].raw + 1))
+        return not cob & ds.PDO_NOT_VALID, cob & 0x7FF, objs
+
+    def _on_rpdo(self, m: canopen.pdo.PdoMap) -> None:
         if self.silent or self.node.nmt.state != "OPERATIONAL":
             return  # PDOs are only processed when OPERATIONAL
-        cw, target = ds.unpack_rpdo1(data)
         with self.lock:
-            self.received.append((time.monotonic(), cw, target))
-            self.target = target
-            self._apply_controlword(cw)
+            cw = None
+            for var in m.map:
+                value = var.raw
+                self.node.set_data(var.index, var.subindex, var.od.encode_raw(value))
+                if var.index == ds.CONTROLWORD:
+                    cw = value
+                elif var.index == ds.TARGET_VELOCITY:
+                    self.target = value
+            self.received.append((time.monotonic(), cw, self.target))
+            if cw is not None:
+                self._apply_controlword(cw)
 
     def _apply_controlword(self, cw: int) -> None:
         s = self.state
@@ -153,13 +224,21 @@ class SimulatedDrive:
             self.node.sdo[ds.VELOCITY_ACTUAL].raw = ds.clamp_i32(v)
             self.node.sdo[ds.POSITION_ACTUAL].raw = ds.clamp_i32(self.position)
             self.node.sdo[ds.MODES_DISPLAY].raw = self._get(ds.MODES_OF_OPERATION)
-            sw = ds.STATUSWORD_OF[self.state]
-            operational = self.node.nmt.state == "OPERATIONAL" and not self.silent
-        if operational:
-            self.network.send_message(ds.TPDO1 + self.node_id,
-                                      ds.pack_tpdo1(sw, ds.clamp_i32(v)))
-            self.network.send_message(ds.TPDO2 + self.node_id,
-                                      ds.pack_tpdo2(ds.clamp_i32(self.position)))
+            if self.node.nmt.state == "OPERATIONAL" and not self.silent:
+                self._send_tpdos(time.monotonic())
+
+    def _send_tpdos(self, now: float) -> None:
+        """Send every enabled TPDO with the dictionary's current values (lock held)."""
+        for n, m in self.node.tpdo.map.items():
+            if not m.enabled or not m.map:
+                continue
+            if m.event_timer and now - self._tpdo_sent.get(n, -1e9) < m.event_timer * 1e-3 - \
+                    0.5 * self.period_s:
+                continue
+            for var in m.map:
+                var.set_data(self.node.get_data(var.index, var.subindex))
+            m.transmit()
+            self._tpdo_sent[n] = now
 
     # ------------------------------------------------------------------ failures
 
@@ -188,15 +267,19 @@ class SimulatedDriveSet:
         Physics and TPDO period (wall clock).
     interface : str
         python-can interface (``virtual`` for in-process tests).
+    pdos : dict, optional
+        PDO mapping of every drive as delivered (see :class:`SimulatedDrive`).
     """
 
     def __init__(self, channel: str, node_ids: Sequence[int] = (1, 2), period_s: float = 0.002,
-                 interface: str = "virtual") -> None:
+                 interface: str = "virtual", pdos: dict[str, ds.PdoLayout] | None = None) -> None:
         self.network = canopen.Network()
         self.network.NOTIFIER_CYCLE = 0.05
         self.network.connect(interface=interface, channel=channel, receive_own_messages=False)
-        self.drives = {i: SimulatedDrive(self.network, i) for i in node_ids}
+        self.drives = {i: SimulatedDrive(self.network, i, pdos) for i in node_ids}
         self.period_s = float(period_s)
+        for d in self.drives.values():
+            d.period_s = self.period_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bciarm-sim-drives", daemon=True)
         self._thread.start()

@@ -8,6 +8,7 @@ on conditions with deadlines; the only wall-time assertion is the issue's
 import time
 import uuid
 
+import canopen
 import numpy as np
 import pytest
 
@@ -17,6 +18,16 @@ from bciarm.drivers.canopen402 import CanOpen402Driver
 from bciarm.testing.canopen_sim import SimulatedDriveSet
 
 QUICK_STOP_BOUND_S = 0.050
+
+#: A drive delivered with another PDO mapping than the CiA 402 default: objects
+#: in another order, feedback on other PDOs, position on TPDO3 (TPDO2 off).  A
+#: driver that assumed the default mapping would misread every statusword.
+VENDOR_PDOS = {
+    "rpdo": {1: (ds.TARGET_VELOCITY, ds.CONTROLWORD), 2: (ds.MODES_OF_OPERATION,), 3: None,
+             4: None},
+    "tpdo": {1: (ds.VELOCITY_ACTUAL, ds.STATUSWORD), 2: None,
+             3: (ds.POSITION_ACTUAL, ds.MODES_DISPLAY), 4: None},
+}
 
 
 def wait_until(pred, timeout=2.0, step=0.002):
@@ -28,10 +39,10 @@ def wait_until(pred, timeout=2.0, step=0.002):
     return pred()
 
 
-@pytest.fixture
-def rig():
+@pytest.fixture(params=[None, VENDOR_PDOS], ids=["default-pdos", "vendor-pdos"])
+def rig(request):
     channel = f"test-{uuid.uuid4().hex[:8]}"
-    drives = SimulatedDriveSet(channel, (1, 2))
+    drives = SimulatedDriveSet(channel, (1, 2), pdos=request.param)
     drv = CanOpen402Driver(channel=channel, node_ids=(1, 2), command_timeout_s=0.1)
     yield drives, drv
     drv.close()
@@ -95,6 +106,55 @@ def test_stale_command_quick_stops_within_50_ms(rig):
     drive(drv, [1.0, -1.0], 0.2)
     assert drv.drive_states() == {1: ds.OPERATION_ENABLED, 2: ds.OPERATION_ENABLED}
     assert wait_until(lambda: np.allclose(drv.read().velocity, [1.0, -1.0], atol=1e-3), 1.0)
+
+
+def test_connect_maps_the_pdos_by_sdo_in_pre_operational(rig):
+    drives, drv = rig
+    drv.connect()
+    for i in (1, 2):
+        d = drives[i]
+        # The drive now talks the driver's mapping, whatever it was delivered with.
+        assert d.pdo_mapping("rpdo", 1) == (True, 0x200 + i, (ds.CONTROLWORD, ds.TARGET_VELOCITY))
+        assert d.pdo_mapping("tpdo", 1) == (True, 0x180 + i, (ds.STATUSWORD, ds.VELOCITY_ACTUAL))
+        assert d.pdo_mapping("tpdo", 2) == (True, 0x280 + i, (ds.POSITION_ACTUAL,))
+        for kind, n in (("rpdo", 2), ("rpdo", 3), ("tpdo", 3), ("tpdo", 4)):
+            assert not d.pdo_mapping(kind, n)[0], f"{kind}{n} left enabled"
+        assert d.node.sdo[ds.TPDO_COMM][5].raw == drv.feedback_ms
+        # Written by SDO (0x1400/0x1600/0x1800/0x1A00), all before NMT START.
+        written = {index for _, _, index, _ in d.pdo_writes}
+        assert {ds.RPDO_COMM, ds.RPDO_MAP, ds.TPDO_COMM, ds.TPDO_MAP} <= written
+        assert {state for _, state, _, _ in d.pdo_writes} == {"PRE-OPERATIONAL"}
+    # Position feedback arrives on the driver's TPDO2 (disabled in the vendor mapping).
+    drive(drv, [2.0, -2.0], 0.2)
+    assert wait_until(lambda: np.all(np.abs(drv.read().position) > 0.1), 1.0)
+
+
+def test_a_driver_assuming_the_default_mapping_fails_on_a_vendor_mapped_drive(monkeypatch):
+    """Control for the tests above: the vendor mapping really breaks a driver that skips the SDO
+    mapping (it then subscribes its own idea of the PDOs, as if they were the drive's)."""
+    def assume_defaults(self, node):
+        for m in (*node.rpdo.map.values(), *node.tpdo.map.values()):
+            m.subscribe()
+
+    monkeypatch.setattr(CanOpen402Driver, "_save_pdos", assume_defaults)
+    channel = f"vendor-{uuid.uuid4().hex[:8]}"
+    with SimulatedDriveSet(channel, (1,), pdos=VENDOR_PDOS):
+        drv = CanOpen402Driver(channel=channel, node_ids=(1,), joint_names=("wheel",),
+                               state_timeout_s=0.3)
+        with pytest.raises(DriverError, match="drive 1"):
+            drv.connect()
+        drv.close()
+
+
+def test_pdo_mapping_is_refused_while_operational():
+    channel = f"op-{uuid.uuid4().hex[:8]}"
+    with SimulatedDriveSet(channel, (1,)) as drives:
+        drv = CanOpen402Driver(channel=channel, node_ids=(1,), joint_names=("wheel",))
+        with drv:
+            node = drv._nodes[1]
+            with pytest.raises(canopen.SdoAbortedError):
+                node.rpdo.save()  # a master that maps after NMT START gets an abort
+        assert drives[1].pdo_writes[-1][1] == "OPERATIONAL"
 
 
 def test_commands_keep_the_drives_enabled(rig):

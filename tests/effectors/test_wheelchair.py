@@ -83,6 +83,43 @@ def test_never_drives_into_an_obstacle_whatever_the_user_commands(level, start):
         ctl.close()
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: since the guard also brakes the turn rate, the chair stays wedged here at 10°, "
+    "the user backs off, and backing into the doorway the 32-beam sensor misses the jamb corner "
+    "between beams: contact (the guard never saw it).  Rear sensing needs work."))
+def test_unassisted_user_is_not_trapped_in_a_doorway():
+    """Assistance off, the chair's rear still in the kitchen doorway and turned 10° toward the
+    kitchen place, as where a session once wedged.  The simulated user (no noise, no delay)
+    steers at the route ahead; the guard must let them out and on, without a collision."""
+    from bciarm.sim.scene import load_scene
+    from bciarm.sources.drive_user import Unsticker, drive_intent
+    from bciarm.tasks.planner import FloorPlan, lookahead_point
+
+    spec = load_scene("apartment")
+    plan = FloorPlan(spec)
+    goal = spec.places["kitchen"]
+    ctl = make((6.33, 1.49, 0.17), assist={"level": 0.0})
+    unstick = Unsticker()
+    try:
+        st = ctl.last
+        route, k = plan.route(st.pose[:2], goal), 0
+        for tick in range(3000):  # 30 s
+            target, k = lookahead_point(route, st.pose[:2], k, 0.4)
+            u = unstick.adjust(ctl.now_s, st.pose, drive_intent(st.pose, target))
+            st = ctl.update(u)
+            assert not st.collision
+            if np.linalg.norm(st.pose[:2] - goal) < 0.35:
+                break
+        print(f"reached the kitchen in {ctl.now_s:.1f} s, {unstick.episodes} unsticking pushes")
+        assert np.linalg.norm(st.pose[:2] - goal) < 0.35, f"stuck at {st.pose}"
+        assert ctl.collisions == 0
+        # The guard passed the user's own command, cut back: no pushing around needed.
+        assert unstick.episodes == 0
+    finally:
+        ctl.close()
+
+
 def test_random_commands_never_collide():
     ctl = make((4.2, 1.6, 0.0), assist={"level": 0.0})
     rng = np.random.default_rng(3)

@@ -148,6 +148,59 @@ def test_repulsion_turns_away_and_centring_turns_to_the_middle():
     assert off.w == 0.0 and "centring" not in off.guards
 
 
+def _doorway(wall_x=(-0.45, -0.35), half_gap=0.425):
+    """Points of a 0.85 m doorway (0.10 m wall) around the chair's rear half: jamb reveals and
+    the wall faces beside the opening."""
+    xs = np.linspace(wall_x[0], wall_x[1], 5)
+    reveal = [[x, sgn * half_gap] for x in xs for sgn in (1, -1)]
+    faces = [[x, sgn * y] for x in wall_x for y in np.linspace(half_gap, 1.5, 20)
+             for sgn in (1, -1)]
+    return np.array(reveal + faces)
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0])
+def test_guard_vetoes_only_the_turn_that_swings_into_a_jamb(level):
+    """Rear half still in a doorway: the turn is cut back, the forward speed that takes the
+    chair out of it is not (a common scale of v and ω would have slowed it too)."""
+    sc = SharedControl(FP, AssistConfig(level=level))
+    pts = _doorway()
+    out = sc.step(pts, 0.3, 0.8, 0.8, 0.8, stop_d, stop_a)
+    assert "obstacle" in out.guards
+    assert out.v == pytest.approx(0.3) and 0.0 <= out.w < 0.8
+    # What it allows really is free, and the full turn really was not.
+    d_now = FP.distance(pts)
+    assert not sc._swept_collides(pts, d_now, out.v, out.w, stop_d(out.v), stop_a(out.w))
+    assert sc._swept_collides(pts, d_now, 0.3, 0.8, stop_d(0.3), stop_a(0.8))
+    # Backing straight out of the doorway is never cut.
+    back = sc.step(pts, -0.3, 0.0, 0.8, 0.8, stop_d, stop_a)
+    assert back.v == -0.3 and back.w == 0.0
+
+
+def test_guard_allows_turning_away_from_and_moving_along_a_jamb():
+    """A jamb edge 3 cm off the chair's left side near the front (inside the margin)."""
+    sc = SharedControl(FP, AssistConfig(level=0.0))
+    jamb = np.array([[0.45, 0.34], [0.45, 0.40], [0.45, 0.46]])
+    away = sc.step(jamb, 0.0, -0.8, 0.8, 0.8, stop_d, stop_a)  # turn right on the spot
+    assert (away.v, away.w) == (0.0, -0.8) and away.guards == ()
+    into = sc.step(jamb, 0.0, 0.8, 0.8, 0.8, stop_d, stop_a)  # turn left: the side swings in
+    assert "obstacle" in into.guards and into.w < 0.8
+    for v in (0.5, -0.3):  # rolling along it, either way
+        along = sc.step(jamb, v, 0.0, 0.8, 0.8, stop_d, stop_a)
+        assert (along.v, along.w) == (v, 0.0)
+    # Rolling on while turning into it: the roll is kept, the turn is cut.
+    mixed = sc.step(jamb, 0.5, 0.8, 0.8, 0.8, stop_d, stop_a)
+    assert mixed.v == pytest.approx(0.5) and mixed.w < 0.8
+
+
+def test_guard_lets_the_chair_back_away_from_a_wall_it_faces():
+    sc = SharedControl(FP, AssistConfig(level=0.0))
+    wall = np.array([[0.53, y] for y in np.linspace(-1.5, 1.5, 61)])  # 3 cm ahead
+    fwd = sc.step(wall, 0.5, 0.3, 0.8, 0.8, stop_d, stop_a)
+    assert fwd.v == 0.0
+    back = sc.step(wall, -0.3, 0.5, 0.8, 0.8, stop_d, stop_a)
+    assert back.v == pytest.approx(-0.3)
+
+
 def test_arc_poses_follow_a_circle():
     poses = arc_poses(0.5, 0.5, math.pi / 2, math.pi / 2, 4)  # quarter circle, radius 1
     assert np.allclose(poses[-1], [1.0, 1.0, math.pi / 2])

@@ -7,7 +7,7 @@ from bciarm.bus.harness import NodeHarness
 from bciarm.bus.messages import Event, Intent, TaskState
 from bciarm.effectors.wheelchair import WheelchairEffector
 from bciarm.sim.scene import load_scene
-from bciarm.sources.drive_user import DriveUser, drive_intent
+from bciarm.sources.drive_user import DriveUser, Unsticker, drive_intent
 from bciarm.tasks.nav_metrics import GoalRecord, compute_nav_metrics
 from bciarm.tasks.navigation import NavigationTask
 from bciarm.tasks.planner import FloorPlan, lookahead_point, path_length
@@ -77,6 +77,30 @@ def test_drive_intent_turns_toward_the_target_and_rolls_when_facing_it():
     assert left[0] == 0 and left[1] == 1.0
     right = drive_intent(np.array([0, 0, 0.0]), np.array([2.0, -1.0]))
     assert 0 < right[0] < ahead[0] and right[1] < 0
+
+
+def _wedge(unstick, u, pose=(1.0, 1.0, 0.0), t0=0.0, seconds=1.2):
+    """Feed ``u`` for ``seconds`` at a pose that does not change; the last adjusted intent."""
+    out = None
+    for k in range(int(seconds / 0.05)):
+        out = unstick.adjust(t0 + 0.05 * k, np.array(pose), np.array(u))
+    return out, t0 + seconds
+
+
+def test_unsticker_backs_off_when_forward_is_refused_and_rolls_on_when_a_turn_is():
+    un = Unsticker(stuck_s=1.0, unstick_s=1.5, push=0.6, push_turn=0.5)
+    out, t = _wedge(un, [0.7, 0.2])          # wants to roll on, the chair will not
+    assert out[0] == -0.6 and out[1] == pytest.approx(0.1)  # backs off, leaning to the target
+    un = Unsticker(stuck_s=1.0, unstick_s=1.5, push=0.6, push_turn=0.5)
+    out, t = _wedge(un, [0.0, 0.9])          # wants to turn on the spot, the chair will not
+    assert out[0] == 0.6 and out[1] == pytest.approx(0.45)  # rolls on (out of the doorway)
+    # That push did not move the chair at all: next time the other way.
+    out, t = _wedge(un, [0.0, 0.9], t0=t, seconds=3.0)
+    assert out[0] == -0.6
+    # A user who is not asking for motion is never pushed.
+    calm = Unsticker()
+    out, _ = _wedge(calm, [0.1, 0.05], seconds=5.0)
+    assert np.allclose(out, [0.1, 0.05]) and calm.episodes == 0
 
 
 def test_drive_user_sees_through_the_feedback_delay():

@@ -24,12 +24,26 @@ All of these vanish in open space (nothing within ``influence`` /
 ``slow_distance``, no narrow passage), where the user's intent keeps full
 authority.
 
-**Collision guard** (always on, whatever the level): the command is scaled
-down (both v and ω, so the path's curvature is kept) until the chair's
-footprint, inflated by ``margin``, swept along the commanded arc for the
-distance and angle it needs to stop (:func:`~bciarm.effectors.wheelchair.motion.stopping_bound`
-plus one tick), gets no closer to any obstacle point already inside that
-margin.  Motion that moves away from an obstacle is always allowed.
+**Collision guard** (always on, whatever the level): the footprint,
+inflated by ``margin``, is swept along the commanded arc for the distance
+and angle the chair needs to stop
+(:func:`~bciarm.effectors.wheelchair.motion.stopping_bound` plus one tick);
+a command is *free* when that sweep gets no closer to any obstacle point
+already inside the margin (and brings none inside it).  A command that is
+not free is cut back only in the components that close in on an obstacle:
+
+1. the largest common scale of (v, ω) that is free (keeps the curvature);
+2. then each component on its own is given back as far as it stays free,
+   the other held (forward motion along a door jamb keeps its speed while
+   the turn that would swing a corner into the jamb is vetoed);
+3. the same from pure forward motion and from a pure turn, and the result
+   closest to the command (relative to the profile's limits) is taken.
+
+So turning in place away from or along a jamb and backing out of a
+doorway stay possible; the guard only ever removes motion (the user's
+command, possibly assisted, is scaled per component between 0 and 1), and
+it never adds any: with assistance off, a chair that cannot move the way
+the user asks stands still until they ask for another way.
 """
 
 from __future__ import annotations
@@ -217,14 +231,16 @@ class SharedControl:
                     guards.append("centring")
             w = max(-w_max, min(w_max, w))
 
-        # Collision guard: bisection on a common scale of (v, w); if no part of
-        # the commanded arc is free, fall back to rolling straight (leaving a
-        # doorway before turning), then to turning on the spot.
-        if not self._swept_collides(pts, d_now, v, w, stop_dist(abs(v)), stop_angle(abs(w))):
+        # Collision guard (module docstring).
+        def free(cv: float, cw: float) -> bool:
+            return not self._swept_collides(pts, d_now, cv, cw, stop_dist(abs(cv)),
+                                            stop_angle(abs(cw)))
+
+        if free(v, w):
             return AssistOutput(v, w, tuple(guards), clearance)
         guards.append("obstacle")
-        candidates = [(v, w), (v, 0.0), (0.0, w)]
-        if level > 0 and w != 0.0:
+        gv, gw = self._cut_back(free, v, w, v_max, w_max)
+        if (gv, gw) == (0.0, 0.0) and level > 0 and w != 0.0:
             # Doorway assistance: a turn blocked by the jambs is often freed by
             # rolling on a little, straight out of the doorway: offer a slow
             # creep the way the user is going (either way if they only turn).
@@ -232,26 +248,47 @@ class SharedControl:
             ways = (1.0, -1.0) if abs(v) < 1e-9 else (math.copysign(1.0, v),)
             for sign in ways:
                 c = sign * max(creep, abs(v))
-                candidates += [(sign * creep, w), (c, 0.0)]
-        for cv, cw in candidates:
-            if cv == 0.0 and cw == 0.0:
-                continue
-            s = self._largest_scale(pts, d_now, cv, cw, stop_dist, stop_angle)
-            if s > 0.0:
-                return AssistOutput(s * cv, s * cw, tuple(guards), clearance)
-        return AssistOutput(0.0, 0.0, tuple(guards), clearance)
+                for cv, cw in ((sign * creep, w), (c, 0.0)):
+                    k = _largest(lambda t, cv=cv, cw=cw: free(t * cv, t * cw))
+                    if k > 0.0:
+                        return AssistOutput(k * cv, k * cw, tuple(guards), clearance)
+        return AssistOutput(gv, gw, tuple(guards), clearance)
 
-    def _largest_scale(self, pts: np.ndarray, d_now: np.ndarray, v: float, w: float,
-                       stop_dist, stop_angle) -> float:
-        """Largest s in [0, 1] (bisection, 1/128 resolution) whose arc is free."""
-        if not self._swept_collides(pts, d_now, v, w, stop_dist(abs(v)), stop_angle(abs(w))):
-            return 1.0
-        lo, hi = 0.0, 1.0
-        for _ in range(7):
-            mid = 0.5 * (lo + hi)
-            if self._swept_collides(pts, d_now, mid * v, mid * w, stop_dist(abs(mid * v)),
-                                    stop_angle(abs(mid * w))):
-                hi = mid
-            else:
-                lo = mid
-        return lo
+    @staticmethod
+    def _cut_back(free, v: float, w: float, v_max: float, w_max: float) -> tuple[float, float]:
+        """The free command ``(a·v, b·w)``, a and b in [0, 1], closest to ``(v, w)``.
+
+        Greedy from three starting points (the largest common scale, pure
+        forward motion, a pure turn), each component then given back on its
+        own as far as it stays free; the least cut-back result wins.
+        """
+        s = _largest(lambda t: free(t * v, t * w))
+        seeds = [(s, s)]
+        if s < 1.0 and v != 0.0 and w != 0.0:
+            seeds += [(_largest(lambda t: free(t * v, 0.0)), 0.0),
+                      (0.0, _largest(lambda t: free(0.0, t * w)))]
+        best: tuple[float, float, float] | None = None
+        for a, b in seeds:
+            if v != 0.0 and a < 1.0:
+                a += (1.0 - a) * _largest(lambda t, a=a, b=b: free((a + (1.0 - a) * t) * v, b * w))
+            if w != 0.0 and b < 1.0:
+                b += (1.0 - b) * _largest(lambda t, a=a, b=b: free(a * v, (b + (1.0 - b) * t) * w))
+            cost = (1.0 - a) * abs(v) / v_max + (1.0 - b) * abs(w) / w_max
+            if best is None or cost < best[0] - 1e-12:
+                best = (cost, a, b)
+        assert best is not None
+        return best[1] * v, best[2] * w
+
+
+def _largest(is_free, steps: int = 7) -> float:
+    """Largest t in [0, 1] with ``is_free(t)`` (bisection, 2**-steps resolution; 0 assumed free)."""
+    if is_free(1.0):
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        if is_free(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo

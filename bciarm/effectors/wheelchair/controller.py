@@ -395,14 +395,21 @@ class WheelchairController:
         guards.extend(out.guards)
         v = self.v_axis.step(out.v, dt)
         w = self.w_axis.step(out.w, dt)
-        # The profile may not stop in time for an obstacle seen late: the guard
-        # then brakes harder than the comfort limits (safety over comfort).
-        if "obstacle" in out.guards and out.v * v >= 0 and abs(v) > abs(out.v) + 1e-9:
+        # The profile may not follow the guard in time (an obstacle seen late, or
+        # a turn the guard vetoes while the turn rate is still ramping down, which
+        # would swing a corner on): if what the limiters would do now is not free,
+        # the guard brakes harder than the comfort limits (safety over comfort),
+        # both the speed and the turn rate, to what it allowed.
+        if "obstacle" in out.guards and (abs(v) > abs(out.v) + 1e-9 or v * out.v < 0
+                                         or abs(w) > abs(out.w) + 1e-9 or w * out.w < 0):
             lim = self.assist._swept_collides(pts, self.assist.footprint.distance(pts), v, w,
                                               self.stop_distance(abs(v)), self.stop_angle(abs(w)))
             if lim:
-                self.v_axis.clamp(min(out.v, 0.0), max(out.v, 0.0), dt)
-                v = self.v_axis.v
+                if out.v * v >= 0:
+                    self.v_axis.clamp(min(out.v, 0.0), max(out.v, 0.0), dt)
+                    v = self.v_axis.v
+                self.w_axis.clamp(min(out.w, 0.0), max(out.w, 0.0), dt)
+                w = self.w_axis.v
                 guards.append("obstacle_brake")
         g = self.geometry
         half = 0.5 * g["track"]
