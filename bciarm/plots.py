@@ -36,7 +36,7 @@ def plot_session_trajectories(session_dir: Path, config: "GraphConfig", blocks: 
             targets[tuple(np.round(msg.target, 4))] = msg.target_radius
     # A drive task (wheelchair) moves on the floor: draw x, y.
     names = ["x", "y"] if intent_space(config.axes) == "drive" else list(config.axes)
-    axes = [AXIS_INDEX[a] for a in names][:2]
+    axes = [AXIS_INDEX[a] for a in names if a in AXIS_INDEX][:2]
     if len(targets) > 64:  # moving targets (a route's lookahead point): too many to draw
         targets = {}
     t = np.array([p[0] for p in positions], dtype=np.int64) / 1e9
