@@ -23,6 +23,7 @@ KINDS = ("source", "decoder", "effector", "driver", "task", "scene")
 BUILTIN: dict[str, dict[str, str]] = {
     "source": {
         "simulated": "bciarm.sources.simulated:SimulatedSource",
+        "simulated_grasp": "bciarm.sources.grasp_source:GraspSource",
     },
     "decoder": {
         "kalman": "bciarm.decoders.kalman:KalmanDecoder",
@@ -40,6 +41,9 @@ BUILTIN: dict[str, dict[str, str]] = {
     "task": {
         "center_out": "bciarm.tasks.center_out:CenterOutTask",
         "navigation": "bciarm.tasks.navigation:NavigationTask",
+        "pick_place": "bciarm.tasks.pick_place:PickPlaceTask",
+        "drink": "bciarm.tasks.drink:DrinkTask",
+        "gestures": "bciarm.tasks.gestures:GesturesTask",
     },
     "scene": {},
 }
