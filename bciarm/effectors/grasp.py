@@ -27,9 +27,8 @@ runs them every tick, after the Cartesian guards and before the joint guards):
     ISO/TS 15066-style reduced speed near a person: within ``radius`` of a
     point (e.g. the mouth target of a drinking task) the end-effector speed is
     capped at ``max_speed`` (250 mm/s is the standard's reference; configure
-    lower), and outside it the speed *toward* the point is held under a
-    braking envelope so the arm enters the zone already at the reduced speed
-    (guard ``speed_zone``).
+    lower), and outside it the speed is held under a braking envelope so the
+    arm enters the zone already at the reduced speed (guard ``speed_zone``).
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bciarm.bus.messages import GRASP_CLOSE, GRASP_NONE, GRASP_RELEASE
 from bciarm.drivers.gripper import GripperLimits, GripperState
 from bciarm.effectors.kinematics import quat_conjugate, quat_multiply
-from bciarm.effectors.safety import braking_speed, clip_norm
+from bciarm.effectors.safety import clip_norm
 
 # Guard names, as reported in EffectorState.guards.
 GRIP_FORCE = "grip_force"
@@ -370,22 +369,25 @@ class SpeedZone:
         self.centre = np.asarray(params.centre, dtype=float)
         self.tick_s = float(tick_s)
 
+    def allowed_speed(self, x: np.ndarray) -> float:
+        """Speed allowed at ``x``: ``max_speed`` inside, a braking envelope outside.
+
+        Outside the zone the speed (any direction: a fast sideways pass must
+        also slow down before it cuts through the zone) is held under
+        ``sqrt(max_speed² + 2 * decel * d)``, ``d`` the distance to the zone's
+        edge less one tick of travel, so the arm crosses the edge at no more
+        than ``max_speed`` while braking at ``decel``.
+        """
+        p = self.params
+        d = float(np.linalg.norm(self.centre - np.asarray(x, dtype=float))) - p.radius
+        if d <= 0:
+            return p.max_speed
+        d = max(d - p.max_speed * self.tick_s, 0.0)
+        return math.sqrt(p.max_speed ** 2 + 2.0 * p.decel * d)
+
     def limit(self, v: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, bool]:
         """Cap the linear velocity ``v`` (m/s) of an end-effector at ``x``."""
-        p = self.params
-        d_vec = self.centre - np.asarray(x, dtype=float)
-        d = float(np.linalg.norm(d_vec))
-        if d <= p.radius:
-            out, clipped = clip_norm(v, p.max_speed)
-            return out, clipped
-        u = d_vec / d
-        toward = float(v @ u)
-        # Enter the zone no faster than max_speed: braking distance to its edge.
-        allowed = p.max_speed + float(braking_speed(np.array([d - p.radius]), p.decel,
-                                                    self.tick_s)[0])
-        if toward > allowed:
-            return v - (toward - allowed) * u, True
-        return v, False
+        return clip_norm(v, self.allowed_speed(x))
 
 
 def speed_zones(params: list[SpeedZoneParams] | tuple[Any, ...], tick_s: float) -> list[SpeedZone]:

@@ -34,15 +34,18 @@ class PickPlaceTask(ReachGraspTask):
         partition_half: float = Field(0.005, ge=0, description="Half thickness, m.")
         table_z: float = Field(0.625, description="Table top height, m.")
         block_size: float = Field(0.05, gt=0, description="Block edge, m.")
-        approach_dz: float = Field(0.07, gt=0, description="Approach height above a block, m.")
+        approach_dz: float = Field(0.10, gt=0, description="Approach height above a block, m "
+                                                               "(clears the partition on the way).")
         grasp_dz: float = Field(0.0, description="Grasp point above the block centre, m (the fingertips reach 1.1 cm below it).")
-        carry_z: float = Field(0.79, description="Height of the carry over the partition, m.")
+        carry_z: float = Field(0.80, description="Height of the carry over the partition, m.")
         open_aperture: float = Field(0.075, gt=0, description="Open hand before a grasp, m.")
         grip_aperture: float = Field(0.045, ge=0, description="Aperture the user aims for "
                                                               "while holding, m.")
-        grasp_tol: float = Field(0.012, gt=0, description="Acceptance radius at the grasp "
-                                                          "point, m.")
-        tol: float = Field(0.025, gt=0, description="Acceptance radius elsewhere, m.")
+        grasp_tol: float = Field(0.015, gt=0, description="Acceptance radius at the grasp "
+                                                          "point, m (the open hand has 1.25 cm "
+                                                          "to spare either side of a block).")
+        tol: float = Field(0.04, gt=0, description="Acceptance radius of the pass-through "
+                                                   "points (approach, lift, carry), m.")
 
     params: "PickPlaceTask.Params"
 
@@ -89,7 +92,7 @@ class PickPlaceTask(ReachGraspTask):
             Step("grasp", b + [0, 0, p.grasp_dz], aperture=p.grip_aperture, hold=True,
                  tol=p.grasp_tol, kind="grasp"),
             Step("lift", np.array([b[0], b[1], p.carry_z]), aperture=p.grip_aperture, hold=True,
-                 tol=p.tol * 1.5),
+                 tol=p.tol),
             Step("carry", drop, aperture=p.grip_aperture, hold=True, tol=p.tol,
                  orientation_tol=tol_rot),
             Step("release", drop, aperture=p.open_aperture, hold=False, tol=p.tol,
@@ -99,9 +102,9 @@ class PickPlaceTask(ReachGraspTask):
         return name, steps
 
     def settled(self) -> bool:
-        w = self.world
-        pos = w.objects[self._target][0]
-        return bool(pos[2] < self.params.table_z + self.params.block_size * 0.8)
+        # Landed: on the table, or on another block (then it is not counted).
+        pos = self.world.objects[self._target][0]
+        return bool(pos[2] < self.params.table_z + self.params.block_size * 1.6)
 
     def judge(self) -> str:
         pos = self.world.objects[self._target][0]
