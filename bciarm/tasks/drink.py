@@ -39,11 +39,11 @@ class DrinkTask(ReachGraspTask):
                                                            "around the mouth (reporting), m.")
         tilt_limit_deg: float = Field(20.0, gt=0, le=90,
                                       description="A held cup tilting past this spills, deg.")
-        grasp_dz: float = Field(0.02, description="Grasp point above the cup centre, m.")
+        grasp_dz: float = Field(0.03, description="Grasp point above the cup centre, m.")
         lift_dz: float = Field(0.08, gt=0, description="Lift above the table before moving, m.")
         approach_dz: float = Field(0.07, gt=0)
-        open_aperture: float = Field(0.075, gt=0)
-        grip_aperture: float = Field(0.055, ge=0)
+        open_aperture: float = Field(0.08, gt=0)
+        grip_aperture: float = Field(0.045, ge=0)
         grasp_tol: float = Field(0.012, gt=0)
         place_tol: float = Field(0.03, gt=0, description="Cup back within this of its place, m.")
         tol: float = Field(0.025, gt=0)
@@ -70,7 +70,9 @@ class DrinkTask(ReachGraspTask):
         p = self.params
         if w is None or self.cup not in w.objects:
             return None
-        c = w.objects[self.cup][0]
+        c, tilt = w.objects[self.cup]
+        if math.degrees(tilt) > p.tilt_limit_deg:
+            return None  # the cup fell over: nothing more to drink (the block times out)
         if self.place is None:
             self.place = c.copy()  # the cup goes back where it first stood
         place = self.place

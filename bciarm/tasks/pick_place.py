@@ -54,6 +54,7 @@ class PickPlaceTask(ReachGraspTask):
         self.source_side = -1.0
         self._target: str = ""
         self._far_side = 1.0
+        self._last_pos: np.ndarray | None = None
 
     def _side(self, pos: np.ndarray) -> float:
         """-1 / +1 for a block resting in a compartment, 0 for anything else."""
@@ -82,6 +83,7 @@ class PickPlaceTask(ReachGraspTask):
         b = w.objects[name][0]
         self._target = name
         self._far_side = -self.source_side
+        self._last_pos = None
         drop = np.array([b[0], 2 * p.partition_y - b[1], p.carry_z])
         tol_rot = p.orientation_tol
         steps = [
@@ -102,9 +104,12 @@ class PickPlaceTask(ReachGraspTask):
         return name, steps
 
     def settled(self) -> bool:
-        # Landed: on the table, or on another block (then it is not counted).
+        # Landed: at rest (moved < 0.5 mm since the last state) below the
+        # height of a block lying on another one.
         pos = self.world.objects[self._target][0]
-        return bool(pos[2] < self.params.table_z + self.params.block_size * 1.6)
+        prev, self._last_pos = self._last_pos, pos.copy()
+        low = pos[2] < self.params.table_z + self.params.block_size * 1.6
+        return bool(low and prev is not None and np.linalg.norm(pos - prev) < 5e-4)
 
     def judge(self) -> str:
         pos = self.world.objects[self._target][0]
