@@ -488,3 +488,7 @@ class Session:
         from bciarm.plots import plot_session_trajectories
 
         plot_session_trajectories(self.session_dir, self.config, blocks)
+        task_cls = node_class(self.config.nodes[self.config.nodes_of("task")[0]])
+        extra_plot = getattr(task_cls, "plot_session", None)
+        if extra_plot is not None:
+            extra_plot(self.session_dir, self.config, blocks)

@@ -82,8 +82,8 @@ class DrinkTask(ReachGraspTask):
         hold = dict(aperture=p.grip_aperture, hold=True)
         rot_tol = p.orientation_tol
         steps = [
-            Step("approach", grasp + [0, 0, p.approach_dz], aperture=p.open_aperture,
-                 tol=p.tol, orientation_tol=rot_tol),
+            Step("approach", grasp + [0, 0, p.approach_dz], rotation=self.wrist_goal(),
+                 aperture=p.open_aperture, tol=p.tol, orientation_tol=rot_tol),
             Step("descend", grasp, aperture=p.open_aperture, tol=p.grasp_tol,
                  orientation_tol=rot_tol),
             Step("grasp", grasp, tol=p.grasp_tol, kind="grasp", **hold),
@@ -93,8 +93,8 @@ class DrinkTask(ReachGraspTask):
             Step("back", put + [0, 0, p.lift_dz], tol=p.tol * 1.5, **hold),
             Step("lower", put, tol=p.grasp_tol, orientation_tol=rot_tol, **hold),
             Step("release", put, aperture=p.open_aperture, tol=p.tol, kind="release"),
-            Step("retreat", put + [0, 0, p.approach_dz], aperture=p.open_aperture,
-                 tol=p.tol * 1.5),
+            Step("retreat", put + [0, 0, p.approach_dz], rotation=self.wrist_goal(),
+                 aperture=p.open_aperture, tol=p.tol * 1.5, orientation_tol=rot_tol),
         ]
         return self.cup, steps
 

@@ -55,6 +55,7 @@ class PickPlaceTask(ReachGraspTask):
         self._target: str = ""
         self._far_side = 1.0
         self._last_pos: np.ndarray | None = None
+        self._last_t = -1
 
     def _side(self, pos: np.ndarray) -> float:
         """-1 / +1 for a block resting in a compartment, 0 for anything else."""
@@ -87,14 +88,14 @@ class PickPlaceTask(ReachGraspTask):
         drop = np.array([b[0], 2 * p.partition_y - b[1], p.carry_z])
         tol_rot = p.orientation_tol
         steps = [
-            Step("approach", b + [0, 0, p.approach_dz], aperture=p.open_aperture, tol=p.tol,
-                 orientation_tol=tol_rot),
+            Step("approach", b + [0, 0, p.approach_dz], rotation=self.wrist_goal(),
+                 aperture=p.open_aperture, tol=p.tol, orientation_tol=tol_rot),
             Step("descend", b + [0, 0, p.grasp_dz], aperture=p.open_aperture, tol=p.grasp_tol,
                  orientation_tol=tol_rot),
             Step("grasp", b + [0, 0, p.grasp_dz], aperture=p.grip_aperture, hold=True,
                  tol=p.grasp_tol, kind="grasp"),
-            Step("lift", np.array([b[0], b[1], p.carry_z]), aperture=p.grip_aperture, hold=True,
-                 tol=p.tol),
+            Step("lift", np.array([b[0], b[1], p.carry_z]), rotation=self.wrist_goal(),
+                 aperture=p.grip_aperture, hold=True, tol=p.tol, orientation_tol=tol_rot),
             Step("carry", drop, aperture=p.grip_aperture, hold=True, tol=p.tol,
                  orientation_tol=tol_rot),
             Step("release", drop, aperture=p.open_aperture, hold=False, tol=p.tol,
@@ -106,8 +107,11 @@ class PickPlaceTask(ReachGraspTask):
     def settled(self) -> bool:
         # Landed: at rest (moved < 0.5 mm since the last state) below the
         # height of a block lying on another one.
+        # Compared between state messages only (ticks re-run the same view).
         pos = self.world.objects[self._target][0]
-        prev, self._last_pos = self._last_pos, pos.copy()
+        if self._last_t == self.world.t_ns:
+            return False
+        prev, self._last_pos, self._last_t = self._last_pos, pos.copy(), self.world.t_ns
         low = pos[2] < self.params.table_z + self.params.block_size * 1.6
         return bool(low and prev is not None and np.linalg.norm(pos - prev) < 5e-4)
 

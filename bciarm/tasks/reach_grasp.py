@@ -174,6 +174,7 @@ class WorldView:
     drops: int
     velocity: np.ndarray
     objects: dict[str, tuple[np.ndarray, float]]
+    t_ns: int = 0
 
 
 class ReachGraspTask(Node):
@@ -198,6 +199,11 @@ class ReachGraspTask(Node):
         autopilot_angular_gain: float = Field(_gu.DEFAULT_ANGULAR_GAIN, gt=0)
         autopilot_aperture_speed: float = Field(_gu.DEFAULT_APERTURE_SPEED, gt=0)
         autopilot_aperture_gain: float = Field(_gu.DEFAULT_APERTURE_GAIN, gt=0)
+        calibration_wrist_rad: float = Field(
+            0.3, ge=0, le=1.0,
+            description="Open loop only: pass-through goals turn the wrist by up to this much "
+                        "about each wrist axis, so calibration sees wrist motion to fit the "
+                        "wrist rows of the decoder (a constant wrist gives it nothing).")
 
         @field_validator("axes")
         @classmethod
@@ -214,6 +220,13 @@ class ReachGraspTask(Node):
                      ("blocks_per_min", "per min", "{:.1f}"),
                      ("grasp_success_rate", "grasp ok", "{:.1%}"), ("drops", "drops", "{}"))
     compute_metrics = staticmethod(compute_grasp_metrics)
+
+    @staticmethod
+    def plot_session(session_dir, config, blocks):  # noqa: ANN001, ANN205
+        """``grasp.png`` in the session folder (:mod:`bciarm.tasks.grasp_plots`)."""
+        from bciarm.tasks.grasp_plots import plot_grasp_session
+
+        return plot_grasp_session(session_dir, config, blocks)
 
     def __init__(self, name: str, params: NodeParams | dict | None = None, **kwargs: object):
         super().__init__(name, params, **kwargs)
@@ -247,6 +260,18 @@ class ReachGraspTask(Node):
     def plan(self) -> tuple[str, list[Step]] | None:
         """The next trial: ``(item, steps)``, or None when there is nothing to do."""
         raise NotImplementedError
+
+    def wrist_goal(self) -> np.ndarray:
+        """Wrist goal of a pass-through step: random in open loop (calibration), else home."""
+        goal = np.zeros(3)
+        amp = self.params.calibration_wrist_rad
+        if self.mode == "open_loop" and amp > 0:
+            axes = [i for i, a in enumerate(("roll", "pitch", "yaw")) if a in self.params.axes]
+            goal[axes] = self.rng.uniform(-amp, amp, size=len(axes))
+            tilt = float(np.linalg.norm(goal[:2]))
+            if tilt > amp:  # keep the tilt (roll/pitch) within amp too: reachable by the wrist
+                goal[:2] *= amp / tilt
+        return goal
 
     def settled(self) -> bool:
         """For ``settle`` steps: has the world come to rest as the step wants?"""
@@ -307,7 +332,7 @@ class ReachGraspTask(Node):
                           float(extra[E["aperture"]])),
             holding=bool(extra[E["holding"]] > 0.5), hand_mode=int(round(extra[E["hand_mode"]])),
             tilt=float(extra[E["tilt"]]), drops=int(round(extra[E["drops"]])),
-            velocity=np.asarray(msg.velocity, float), objects=objs)
+            velocity=np.asarray(msg.velocity, float), objects=objs, t_ns=msg.header.t_ns)
         now = self.now_ns()
         if self.block is not None and not self.running:
             self._next_trial(now)
