@@ -48,6 +48,7 @@ class GesturesTask(ReachGraspTask):
         tol: float = Field(0.04, gt=0, description="Hand must stay this near its start, m.")
         orientation_tol: float = Field(0.12, gt=0, description="Wrist tolerance, rad.")
         aperture_tol: float = Field(0.01, gt=0, description="Aperture tolerance, m.")
+        calibration_poses: bool = Field(False, description="The gestures are poses already.")
 
         @model_validator(mode="after")
         def _known(self) -> "GesturesTask.Params":

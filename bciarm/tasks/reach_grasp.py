@@ -199,6 +199,13 @@ class ReachGraspTask(Node):
         autopilot_angular_gain: float = Field(_gu.DEFAULT_ANGULAR_GAIN, gt=0)
         autopilot_aperture_speed: float = Field(_gu.DEFAULT_APERTURE_SPEED, gt=0)
         autopilot_aperture_gain: float = Field(_gu.DEFAULT_APERTURE_GAIN, gt=0)
+        calibration_poses: bool = Field(
+            True, description="Open loop (calibration): every other trial reaches a random "
+                              "hand pose (position, wrist, aperture) around the start, so the "
+                              "decoder sees every axis move as much as the others; the rest "
+                              "are task trials (the click decoder learns grasps from them).")
+        calibration_reach_m: float = Field(0.08, gt=0, le=0.2,
+                                           description="Half-size of the calibration pose box, m.")
         calibration_wrist_rad: float = Field(
             0.3, ge=0, le=1.0,
             description="Open loop only: pass-through goals turn the wrist by up to this much "
@@ -254,6 +261,7 @@ class ReachGraspTask(Node):
         self._max_tilt = math.nan
         self._max_zone = math.nan
         self._layout_warned = False
+        self._home: np.ndarray | None = None
 
     # ------------------------------------------------------------------ subclass API
 
@@ -362,8 +370,24 @@ class ReachGraspTask(Node):
         self.phase = "idle"
         self.trial = -1
 
+    def _plan_pose(self) -> tuple[str, list[Step]]:
+        """A calibration trial: reach a random hand pose around the start and hold it."""
+        p = self.params
+        r = p.calibration_reach_m
+        pos = self._home + self.rng.uniform([-r, -r, -0.75 * r], [r, r, 0.75 * r])
+        amp = p.calibration_wrist_rad
+        return "pose", [Step("pose", pos, rotation=self.wrist_goal(),
+                             aperture=float(self.rng.uniform(0.02, 0.08)), tol=0.02,
+                             orientation_tol=max(0.1, amp / 3), aperture_tol=0.01, hold_s=0.2)]
+
     def _next_trial(self, now: int) -> None:
-        planned = self.plan()
+        if self.world is not None and self._home is None:
+            self._home = self.world.hand.position.copy()
+        if (self.mode == "open_loop" and self.params.calibration_poses
+                and self._n_in_block % 2 == 0):
+            planned: tuple[str, list[Step]] | None = self._plan_pose()
+        else:
+            planned = self.plan()
         if planned is None:
             self.phase = "idle"  # nothing to do: wait (the block ends on its time cap)
             return
