@@ -45,7 +45,13 @@ class PickPlaceTask(ReachGraspTask):
                                                           "point, m (the open hand has 1.25 cm "
                                                           "to spare either side of a block).")
         tol: float = Field(0.04, gt=0, description="Acceptance radius of the pass-through "
-                                                   "points (approach, lift, carry), m.")
+                                                   "points (approach, lift), m.")
+        drop_tol: float = Field(0.03, gt=0, description="Acceptance radius of the drop point, m.")
+        slots_y: tuple[float, float] = Field(
+            (0.145, 0.225), description="Distances from the partition of the drop points of "
+                                        "the near and far row, m: a block must land at least "
+                                        "11.5 cm out to be picked up again (the hand is 20 cm "
+                                        "wide across its fingers).")
 
     params: "PickPlaceTask.Params"
 
@@ -85,7 +91,10 @@ class PickPlaceTask(ReachGraspTask):
         self._target = name
         self._far_side = -self.source_side
         self._last_pos = None
-        drop = np.array([b[0], 2 * p.partition_y - b[1], p.carry_z])
+        # Fixed slots on the far side, by row, so blocks never creep toward
+        # the partition (or out of reach) as they go back and forth.
+        row = 0 if abs(b[1] - p.partition_y) < sum(p.slots_y) / 2 else 1
+        drop = np.array([b[0], p.partition_y - self.source_side * p.slots_y[row], p.carry_z])
         tol_rot = p.orientation_tol
         steps = [
             Step("approach", b + [0, 0, p.approach_dz], rotation=self.wrist_goal(),
@@ -96,7 +105,7 @@ class PickPlaceTask(ReachGraspTask):
                  tol=p.grasp_tol, kind="grasp"),
             Step("lift", np.array([b[0], b[1], p.carry_z]), rotation=self.wrist_goal(),
                  aperture=p.grip_aperture, hold=True, tol=p.tol, orientation_tol=tol_rot),
-            Step("carry", drop, aperture=p.grip_aperture, hold=True, tol=p.tol,
+            Step("carry", drop, aperture=p.grip_aperture, hold=True, tol=p.drop_tol,
                  orientation_tol=tol_rot),
             Step("release", drop, aperture=p.open_aperture, hold=False, tol=p.tol,
                  kind="release"),
