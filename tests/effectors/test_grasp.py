@@ -164,7 +164,7 @@ def test_speed_zone_caps_the_measured_speed():
             if np.linalg.norm(centre - pos) <= 0.12:
                 inside.append(np.linalg.norm(vel))
         assert inside, "the hand reached the zone"
-        assert max(inside) <= 0.08 * 1.1
+        assert max(inside) <= 0.08
         assert SPEED_ZONE in r.st.guards or max(inside) < 0.08
     finally:
         r.close()
@@ -216,7 +216,7 @@ def test_orientation_and_zone_guards_in_isolation():
     v, acted = zone.limit(np.array([-0.3, 0.0, 0.0]), np.array([0.15, 0.0, 0.0]))
     assert acted and 0.1 < -v[0] < 0.3          # braking envelope outside the zone
     v, acted = zone.limit(np.array([0.0, 0.3, 0.0]), np.array([0.05, 0.0, 0.0]))
-    assert acted and np.linalg.norm(v) == pytest.approx(0.1)
+    assert acted and np.linalg.norm(v) == pytest.approx(0.097)
     far = zone.allowed_speed(np.array([1.0, 0.0, 0.0]))
     v, acted = zone.limit(np.array([0.3, 0.0, 0.0]), np.array([1.0, 0.0, 0.0]))
     assert far > 0.8 and not acted              # far away: no limit at this speed
