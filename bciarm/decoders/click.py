@@ -59,14 +59,14 @@ class LDAClassifier:
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._PARAM_NAMES}
 
-    def set_params(self, **params: Any) -> "LDAClassifier":
+    def set_params(self, **params: Any) -> LDAClassifier:
         for k, v in params.items():
             if k not in self._PARAM_NAMES:
                 raise ValueError(f"unknown parameter {k!r}; valid: {list(self._PARAM_NAMES)}")
             setattr(self, k, v)
         return self
 
-    def fit(self, Z: ArrayLike, y: ArrayLike) -> "LDAClassifier":
+    def fit(self, Z: ArrayLike, y: ArrayLike) -> LDAClassifier:
         """Fit class means and the shared covariance.
 
         Parameters
@@ -182,7 +182,7 @@ class ClickDecoder:
         if self.close_dwell_s < 0 or self.open_dwell_s < 0:
             raise ValueError("dwell times must be >= 0")
 
-    def fit(self, Z: ArrayLike, y: ArrayLike, dt: float) -> "ClickDecoder":
+    def fit(self, Z: ArrayLike, y: ArrayLike, dt: float) -> ClickDecoder:
         """Fit the LDA on bins ``Z`` labelled ``y`` (1 grasp intended, 0 not); ``dt`` bin width."""
         self._validate()
         y = (np.asarray(y).reshape(-1) > 0.5).astype(int)
@@ -193,7 +193,7 @@ class ClickDecoder:
         self.reset()
         return self
 
-    def reset(self) -> "ClickDecoder":
+    def reset(self) -> ClickDecoder:
         """Open hand, no dwell in progress."""
         self.closed = False
         self._run = 0
@@ -228,7 +228,7 @@ class ClickDecoder:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "ClickDecoder":
+    def load(cls, path: str | Path) -> ClickDecoder:
         """Read a decoder written by :meth:`save`."""
         with np.load(Path(path), allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))

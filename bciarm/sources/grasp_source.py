@@ -90,7 +90,7 @@ class GraspSource(Node):
 
         @field_validator("tick_s")
         @classmethod
-        def _tick(cls, v: float | None, info) -> float | None:  # noqa: ANN001
+        def _tick(cls, v: float | None, info) -> float | None:
             bin_s = info.data.get("bin_s", 0.05)
             if v is not None and abs(v - bin_s) > 1e-12:
                 raise ValueError(f"tick_s ({v}) must equal bin_s ({bin_s}): one frame per bin")
@@ -185,4 +185,4 @@ class GraspSource(Node):
         self.publish("neural", NeuralFrame(header=header, counts=counts, bin_s=self.params.bin_s))
 
 
-__all__ = ["GraspSource", "ARM_INDEX"]
+__all__ = ["ARM_INDEX", "GraspSource"]

@@ -26,7 +26,7 @@ from bciarm.sources.user import aim_velocity
 from bciarm.space import ARM_INDEX
 
 #: Default speeds (preferred speed, gain) of the three parts.
-DEFAULT_SPEED = 0.15          # m/s
+DEFAULT_SPEED = 0.2           # m/s (Box and Blocks is a speed test)
 DEFAULT_GAIN = 2.5            # 1/s
 DEFAULT_ANGULAR_SPEED = 0.5   # rad/s
 DEFAULT_ANGULAR_GAIN = 2.5    # 1/s

@@ -55,9 +55,9 @@ class DrinkTask(ReachGraspTask):
                 raise ValueError("objects must name the cup first")
             return v
 
-    params: "DrinkTask.Params"
+    params: DrinkTask.Params
 
-    def __init__(self, name: str, params=None, **kwargs: object) -> None:  # noqa: ANN001
+    def __init__(self, name: str, params=None, **kwargs: object) -> None:
         super().__init__(name, params, **kwargs)
         self.place: np.ndarray | None = None
 

@@ -51,16 +51,16 @@ class GesturesTask(ReachGraspTask):
         calibration_poses: bool = Field(False, description="The gestures are poses already.")
 
         @model_validator(mode="after")
-        def _known(self) -> "GesturesTask.Params":
+        def _known(self) -> GesturesTask.Params:
             unknown = [g for g in self.sequence if g not in self.gestures]
             if unknown:
                 raise ValueError(f"sequence names unknown gesture(s) {unknown}; "
                                  f"known: {sorted(self.gestures)}")
             return self
 
-    params: "GesturesTask.Params"
+    params: GesturesTask.Params
 
-    def __init__(self, name: str, params=None, **kwargs: object) -> None:  # noqa: ANN001
+    def __init__(self, name: str, params=None, **kwargs: object) -> None:
         super().__init__(name, params, **kwargs)
         self.home: np.ndarray | None = None
         self._k = 0

@@ -14,11 +14,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from bciarm.bus.messages import EffectorState, Intent, TaskState  # noqa: E402
-from bciarm.record import LOG_NAME, read_messages  # noqa: E402
+from bciarm.bus.messages import EffectorState, Intent, TaskState
+from bciarm.record import LOG_NAME, read_messages
 
 
 def plot_grasp_session(session_dir: Path, config: Any, blocks: list[Any],

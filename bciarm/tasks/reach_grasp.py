@@ -43,8 +43,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import Field, field_validator
 
-from bciarm.bus.messages import (GRASP_CLOSE, GRASP_NONE, GRASP_RELEASE, EffectorState, Event,
-                                 Intent, Message, TaskState)
+from bciarm.bus.messages import (
+    GRASP_CLOSE,
+    GRASP_NONE,
+    GRASP_RELEASE,
+    EffectorState,
+    Event,
+    Intent,
+    Message,
+    TaskState,
+)
 from bciarm.bus.node import Node, NodeParams
 from bciarm.sources import grasp_user as _gu
 from bciarm.sources.grasp_user import HandView, Speeds, at_goal, reach_grasp_velocity
@@ -229,7 +237,7 @@ class ReachGraspTask(Node):
     compute_metrics = staticmethod(compute_grasp_metrics)
 
     @staticmethod
-    def plot_session(session_dir, config, blocks):  # noqa: ANN001, ANN205
+    def plot_session(session_dir, config, blocks):
         """``grasp.png`` in the session folder (:mod:`bciarm.tasks.grasp_plots`)."""
         from bciarm.tasks.grasp_plots import plot_grasp_session
 
@@ -320,7 +328,8 @@ class ReachGraspTask(Node):
                 self._end_block()
 
     def _on_state(self, msg: EffectorState) -> None:
-        from bciarm.effectors.arm import ARM_EXTRA, EXTRA_INDEX as E
+        from bciarm.effectors.arm import ARM_EXTRA
+        from bciarm.effectors.arm import EXTRA_INDEX as E
 
         extra = np.asarray(msg.extra)
         need = len(ARM_EXTRA) + 4 * len(self.params.objects)

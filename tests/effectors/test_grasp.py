@@ -15,10 +15,22 @@ from scipy.spatial.transform import Rotation
 from bciarm.bus.messages import GRASP_CLOSE, GRASP_RELEASE
 from bciarm.drivers.pybullet_arm import PyBulletArmDriver
 from bciarm.effectors.arm import ARM_EXTRA, ArmController, ArmEffector
-from bciarm.effectors.grasp import (CLOSED, DROP, FREE, GRIP_FORCE, ORIENTATION, SPEED_ZONE,
-                                    OrientationLimits, SpeedZone, SpeedZoneParams, WristParams,
-                                    quat_from_rotvec, relative_rotation, rotvec_from_quat,
-                                    tilt_and_yaw)
+from bciarm.effectors.grasp import (
+    CLOSED,
+    DROP,
+    FREE,
+    GRIP_FORCE,
+    ORIENTATION,
+    SPEED_ZONE,
+    OrientationLimits,
+    SpeedZone,
+    SpeedZoneParams,
+    WristParams,
+    quat_from_rotvec,
+    relative_rotation,
+    rotvec_from_quat,
+    tilt_and_yaw,
+)
 from bciarm.sources.user import aim_velocity
 
 AXES7 = ("x", "y", "z", "roll", "pitch", "yaw", "grasp")

@@ -64,7 +64,7 @@ def test_pick_place_plans_nearest_block_and_mirrors_the_drop():
                            data={"block": "b1", "mode": "closed_loop"}))
     assert task.item == "b"                       # nearest the partition on the -y side
     carry = next(s for s in task.steps if s.name == "carry")
-    np.testing.assert_allclose(carry.position[:2], [-0.10, 0.145])
+    np.testing.assert_allclose(carry.position[:2], [-0.10, 0.155])
     tasks = [m for t, m in h.capture.messages if t == "task"]
     assert tasks and tasks[-1].goal.size == len(GOAL_LAYOUT)
     # Judging: landed beyond the partition -> success; on the near side -> missed.
