@@ -28,13 +28,15 @@ class PickPlaceTask(ReachGraspTask):
     class Params(ReachGraspTask.Params):
         """Parameters of the Box and Blocks task."""
 
+        timeout_s: float = Field(15.0, gt=0, description="Time allowed per block, s (the test "
+                                                         "is timed: a stuck block is given up).")
         objects: list[str] = Field([f"block{i}" for i in range(6)],
                                    description="The blocks (tracked by the effector, in order).")
         partition_y: float = Field(0.0, description="World y of the partition, m.")
         partition_half: float = Field(0.005, ge=0, description="Half thickness, m.")
         table_z: float = Field(0.625, description="Table top height, m.")
         block_size: float = Field(0.05, gt=0, description="Block edge, m.")
-        approach_dz: float = Field(0.10, gt=0, description="Approach height above a block, m "
+        approach_dz: float = Field(0.08, gt=0, description="Approach height above a block, m "
                                                                "(clears the partition on the way).")
         grasp_dz: float = Field(0.0, description="Grasp point above the block centre, m (the fingertips reach 1.1 cm below it).")
         carry_z: float = Field(0.80, description="Height of the carry over the partition, m.")
