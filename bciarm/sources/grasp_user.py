@@ -9,7 +9,8 @@ as :class:`~bciarm.sources.user.SimulatedUser` does, and decides whether to
 hold: it starts *intending to grasp* once the goal asks for a hold and the
 hand is at the goal (within the task's acceptance radius), and keeps
 intending it for as long as the goal asks for a hold -- a sustained attempted
-squeeze, the signal a grasp ("click") decoder picks up.
+squeeze, the signal a grasp ("click") decoder picks up.  A grasp that closes
+on nothing (aperture under 2 cm) is let go and tried again 0.6 s later.
 
 :func:`reach_grasp_velocity` (no noise, no delay) is also the task's
 open-loop autopilot, so calibration sees the same movements the user intends.
@@ -32,6 +33,10 @@ DEFAULT_ANGULAR_SPEED = 0.5   # rad/s
 DEFAULT_ANGULAR_GAIN = 2.5    # 1/s
 DEFAULT_APERTURE_SPEED = 0.06  # m/s
 DEFAULT_APERTURE_GAIN = 4.0   # 1/s
+#: A hand closed to less than this holds nothing: a missed grasp, m.
+MISSED_APERTURE = 0.02
+#: After letting go of a missed grasp the user waits this long before trying again, s.
+RETRY_S = 0.6
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,7 @@ class ReachGraspUser:
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         self._seen: deque[tuple[float, HandView | None, np.ndarray | None, float]] = deque()
         self.holding_intent = False
+        self._retry_after = -np.inf
         self.intended_velocity = np.zeros(len(self.axes))
 
     def observe(self, t_s: float, hand: HandView | None, goal: np.ndarray | None,
@@ -138,6 +144,12 @@ class ReachGraspUser:
             speed = float(np.linalg.norm(full[sl]))
             full[sl] += self.noise_rel * speed * n[0, sl] + self.noise_abs * scale[sl] * n[1, sl]
         wants = goal[7] >= 0.5
-        self.holding_intent = bool(wants and (self.holding_intent or at_goal(hand, goal, radius)))
+        if self.holding_intent and hand.aperture < MISSED_APERTURE:
+            # The hand closed on nothing: let go (the hand opens), then try again.
+            self.holding_intent = False
+            self._retry_after = t_s + RETRY_S
+        elif t_s >= self._retry_after:
+            self.holding_intent = bool(wants and (self.holding_intent
+                                                  or at_goal(hand, goal, radius)))
         self.intended_velocity = full[self.idx]
         return self.intended_velocity.copy(), self.holding_intent

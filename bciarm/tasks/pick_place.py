@@ -103,7 +103,9 @@ class PickPlaceTask(ReachGraspTask):
                  aperture=p.open_aperture, tol=p.tol, orientation_tol=tol_rot),
             Step("descend", b + [0, 0, p.grasp_dz], aperture=p.open_aperture, tol=p.grasp_tol,
                  orientation_tol=tol_rot),
-            Step("grasp", b + [0, 0, p.grasp_dz], aperture=p.grip_aperture, hold=True,
+            # Aperture goal stays open until the click closes the hand: a missed
+            # grasp reopens around the block for another try.
+            Step("grasp", b + [0, 0, p.grasp_dz], aperture=p.open_aperture, hold=True,
                  tol=p.grasp_tol, kind="grasp"),
             Step("lift", np.array([b[0], b[1], p.carry_z]), rotation=self.wrist_goal(),
                  aperture=p.grip_aperture, hold=True, tol=p.tol, orientation_tol=tol_rot),
