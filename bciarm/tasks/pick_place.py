@@ -7,7 +7,8 @@ the -y compartment; each trial moves one block: reach above it, descend,
 grasp, lift over the partition, carry it to the mirror-image spot on the
 other side, release it there (it drops a few centimetres, as in the real
 test) and wait for it to land.  The trial succeeds when the block lands in
-the far compartment.  When one side is empty the direction reverses, so the
+the far compartment.  A hand on the far side first goes back over the
+partition at carry height (a straight line would catch it on the partition).  When one side is empty the direction reverses, so the
 test runs as long as the block lasts without resetting the physics.
 
 Score: ``blocks_per_min`` = blocks moved over the partition per minute of
@@ -98,7 +99,13 @@ class PickPlaceTask(ReachGraspTask):
         row = 0 if abs(b[1] - p.partition_y) < sum(p.slots_y) / 2 else 1
         drop = np.array([b[0], p.partition_y - self.source_side * p.slots_y[row], p.carry_z])
         tol_rot = p.orientation_tol
-        steps = [
+        steps = []
+        if np.sign(w.hand.position[1] - p.partition_y) == -self.source_side:
+            # Coming back from the far side: over the partition first, at carry
+            # height (a straight line would put the hand on the partition).
+            steps.append(Step("return", np.array([b[0], p.partition_y, p.carry_z]),
+                              aperture=p.open_aperture, tol=p.tol * 1.2))
+        steps += [
             Step("approach", b + [0, 0, p.approach_dz], rotation=self.wrist_goal(),
                  aperture=p.open_aperture, tol=p.tol, orientation_tol=tol_rot),
             Step("descend", b + [0, 0, p.grasp_dz], aperture=p.open_aperture, tol=p.grasp_tol,

@@ -63,6 +63,7 @@ def test_pick_place_plans_nearest_block_and_mirrors_the_drop():
     h.send("event", h.make("event", Event, kind="block_start",
                            data={"block": "b1", "mode": "closed_loop"}))
     assert task.item == "b"                       # nearest the partition on the -y side
+    assert task.steps[0].name == "approach"       # the hand is over the partition already
     carry = next(s for s in task.steps if s.name == "carry")
     np.testing.assert_allclose(carry.position[:2], [-0.10, 0.155])
     tasks = [m for t, m in h.capture.messages if t == "task"]
