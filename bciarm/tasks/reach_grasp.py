@@ -398,7 +398,10 @@ class ReachGraspTask(Node):
         else:
             planned = self.plan()
         if planned is None:
-            self.phase = "idle"  # nothing to do: wait (the block ends on its time cap)
+            # Nothing to do: say so (the user stops aiming) and wait; the block
+            # ends on its time cap.
+            self.phase = "idle"
+            self._publish()
             return
         self.item, self.steps = planned
         self.step_i = 0
