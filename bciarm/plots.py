@@ -38,7 +38,7 @@ def plot_session_trajectories(session_dir: Path, config: "GraphConfig", blocks: 
     # task (exoskeleton): the palm in the sagittal plane, x (forward) and z (up).
     space = intent_space(config.axes)
     names = {"drive": ["x", "y"], "joint": ["x", "z"]}.get(space, list(config.axes))
-    axes = [AXIS_INDEX[a] for a in names][:2]
+    axes = [AXIS_INDEX[a] for a in names if a in AXIS_INDEX][:2]  # wrist/grasp axes: not drawn
     if len(targets) > 64:  # moving targets (a route's lookahead point): too many to draw
         targets = {}
     t = np.array([p[0] for p in positions], dtype=np.int64) / 1e9

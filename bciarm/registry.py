@@ -26,6 +26,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "lsl": "bciarm.sources.lsl:LslSource",
         "replay": "bciarm.sources.replay:ReplaySource",
         "cerebus": "bciarm.sources.cerebus:CerebusSource",
+        "simulated_grasp": "bciarm.sources.grasp_source:GraspSource",
     },
     "decoder": {
         "kalman": "bciarm.decoders.kalman:KalmanDecoder",
@@ -49,6 +50,9 @@ BUILTIN: dict[str, dict[str, str]] = {
         "navigation": "bciarm.tasks.navigation:NavigationTask",
         "reach_joint": "bciarm.tasks.reach_joint:ReachJointTask",
         "rom_exercise": "bciarm.tasks.rom_exercise:RomExerciseTask",
+        "pick_place": "bciarm.tasks.pick_place:PickPlaceTask",
+        "drink": "bciarm.tasks.drink:DrinkTask",
+        "gestures": "bciarm.tasks.gestures:GesturesTask",
     },
     "scene": {},
 }

@@ -338,6 +338,57 @@ class Session:
         ok = np.all(np.isfinite(X_bins), axis=1)
         return Z_all[ok], X_bins[ok], stage.dt_
 
+    def click_data(self, block: BlockResult, lag_s: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """Features and grasp labels of a calibration block, for the click decoder.
+
+        A bin's label is 1 when the effector's hand was closed on grasp
+        (``hand_mode``, :data:`~bciarm.effectors.arm.ARM_EXTRA`) over most of
+        the bin ``lag_s`` earlier -- the same lag as the velocity pairs.
+        """
+        from bciarm.effectors.arm import EXTRA_INDEX
+        from bciarm.effectors.grasp import CLOSED
+
+        assert self.session_dir is not None
+        decoder_node = self._one("decoder")
+        effector_topic = "state." + self.config.nodes_of("effector")[0]
+        t0, t1 = round(block.start_s * NS_PER_S), round(block.end_s * NS_PER_S)
+        frames: list[NeuralFrame] = []
+        st, closed = [], []
+        for _, msg in read_messages(self.session_dir / LOG_NAME, ("neural", effector_topic),
+                                    start_ns=t0, end_ns=t1):
+            if isinstance(msg, NeuralFrame):
+                frames.append(msg)
+            elif isinstance(msg, EffectorState) and msg.extra.size > EXTRA_INDEX["hand_mode"]:
+                st.append(msg.header.t_ns)
+                closed.append(float(msg.extra[EXTRA_INDEX["hand_mode"]] == CLOSED))
+        if not frames or not st:
+            raise RuntimeError(f"block {block.name!r} recorded no neural frames or hand states; "
+                               "a click decoder needs an arm with a gripper")
+        st_a, cl_a = np.asarray(st, dtype=np.int64), np.asarray(closed)
+        bin_s = frames[0].bin_s
+        lag_ns, bin_ns = round(lag_s * NS_PER_S), round(bin_s * NS_PER_S)
+        Z, y = [], []
+        for f in frames:
+            hi = f.header.neural_t_ns - lag_ns
+            sel = (st_a > hi - bin_ns) & (st_a <= hi)
+            if sel.any():
+                Z.append(decoder_node.features(f.counts))
+                y.append(float(cl_a[sel].mean() > 0.5))
+        return np.asarray(Z), np.asarray(y), bin_s
+
+    def _fit_click(self, decoder_node: DecoderNode, block: BlockResult) -> dict[str, Any]:
+        """Fit and save the click decoder; the ``decoder_update`` fields that announce it."""
+        from bciarm.decoders.click import ClickDecoder
+
+        assert self.session_dir is not None
+        Z, y, bin_s = self.click_data(block, self.config.protocol.calibration.lag_s)
+        click = ClickDecoder(**decoder_node.params.click).fit(Z, y, bin_s)
+        click.save(self.session_dir / "click.npz")
+        acc = click.lda_.score(Z, (y > 0.5).astype(int))
+        log.info("click decoder: %d bins (%.0f%% grasp), training accuracy %.3f",
+                 len(y), 100 * float(np.mean(y)), acc)
+        return {"click": "click.npz", "click_accuracy": float(acc)}
+
     def fit_decoder(self, block: BlockResult) -> Any:
         """Fit, save and install the decoder from a calibration block."""
         assert self.session_dir is not None and self.runtime is not None
@@ -349,6 +400,8 @@ class Session:
         protocol = self.runtime.node("protocol")
         assert isinstance(protocol, ProtocolNode)
         extra: dict[str, Any] = {}
+        if decoder_node.params.click is not None:
+            extra.update(self._fit_click(decoder_node, block))
         if self.feature_stage is not None:
             self.feature_stage.save(self.session_dir / "features.npz")
             extra = {"features": "features.npz",
@@ -464,3 +517,7 @@ class Session:
         from bciarm.plots import plot_session_trajectories
 
         plot_session_trajectories(self.session_dir, self.config, blocks)
+        task_cls = node_class(self.config.nodes[self.config.nodes_of("task")[0]])
+        extra_plot = getattr(task_cls, "plot_session", None)
+        if extra_plot is not None:
+            extra_plot(self.session_dir, self.config, blocks)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-SCHEMA_VERSION = 2  # 2: EffectorState.extra
+SCHEMA_VERSION = 3  # 2: EffectorState.extra; 3: Intent.grasp, TaskState.goal
 
 #: Topic families and their message classes are bound in :data:`TOPIC_TYPES`
 #: (bottom of this module).  ``state.<effector>`` and ``hb.<node>`` take a
@@ -130,13 +130,19 @@ class Intent(Message):
     """Decoded (or assisted) movement intent in the effector's task space.
 
     ``velocity`` has one entry per task axis (m/s for Cartesian space, rad/s
-    for joint space).
+    for joint space and wrist axes).
+
+    ``grasp`` (schema 3) is the discrete hand command of a grasp ("click")
+    decoder: :data:`GRASP_NONE` (-1, no opinion: the gripper follows the
+    continuous ``grasp`` axis), :data:`GRASP_RELEASE` (0) or
+    :data:`GRASP_CLOSE` (1, squeeze at the grip-force limit).
     """
 
     topic_family: ClassVar[str] = "intent"
     header: Header
     velocity: np.ndarray = array_field(ArraySpec(ndim=1, dtypes=FLOAT_DTYPES, max_size=64))
     space: str = "cartesian"
+    grasp: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +177,12 @@ class TaskState(Message):
     ``mode`` is ``"open_loop"`` while the task drives the effector itself
     (calibration) and ``"closed_loop"`` while the decoder does.  ``outcome``
     is set on the message that ends a trial (``"success"`` or ``"timeout"``).
+
+    ``goal`` (schema 3) is the full goal of a reach-and-grasp task, empty
+    otherwise: :data:`GOAL_LAYOUT` -- world position (3), wrist orientation as
+    a rotation vector from the arm's home orientation (3, rad), gripper
+    aperture (m), wanted hand state (1 hold, 0 open) and the orientation
+    tolerance (rad).
     """
 
     topic_family: ClassVar[str] = "task"
@@ -182,6 +194,15 @@ class TaskState(Message):
     target: np.ndarray = array_field(ArraySpec(ndim=1, dtypes=FLOAT_DTYPES, shape=(3,)))
     target_radius: float = 0.02
     outcome: str = ""
+    goal: np.ndarray = array_field(ArraySpec(ndim=1, dtypes=FLOAT_DTYPES, max_size=16),
+                                   optional=True)
+
+
+#: Discrete hand commands carried by :attr:`Intent.grasp`.
+GRASP_NONE, GRASP_RELEASE, GRASP_CLOSE = -1, 0, 1
+
+#: Entries of :attr:`TaskState.goal` (reach-and-grasp tasks).
+GOAL_LAYOUT = ("x", "y", "z", "rx", "ry", "rz", "aperture", "hold", "orientation_tol")
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from bciarm import registry
-from bciarm.bus.messages import EffectorState, Event, Intent, Message, NeuralFrame, TaskState
+from bciarm.bus.messages import (GRASP_NONE, EffectorState, Event, Intent, Message, NeuralFrame,
+                                 TaskState)
 from bciarm.bus.node import Node, NodeParams
 from bciarm.decoders.features import FeatureTransformer, transform_counts
 from bciarm.space import TaskAxis, axis_indices, intent_space
@@ -54,6 +55,24 @@ class DecoderNode(Node):
             False, description="Set the decoder's position states to the effector's actual "
                                "position on every state message (ReFIT-KF); needs a decoder "
                                "with set_position and include_position.")
+        click: dict[str, Any] | None = Field(
+            None, description="Grasp/release (click) decoder hyper-parameters (shrinkage, "
+                              "p_close, p_open, close_dwell_s, open_dwell_s; see "
+                              "bciarm.decoders.click): fitted at calibration on the hand state, "
+                              "its command rides on every intent. None: no click decoder.")
+
+        @field_validator("click")
+        @classmethod
+        def _valid_click(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+            if value is not None:
+                from bciarm.decoders.click import ClickDecoder
+
+                unknown = sorted(set(value) - set(ClickDecoder._PARAM_NAMES))
+                if unknown:
+                    raise ValueError(f"unknown click parameter(s) {unknown}; valid: "
+                                     f"{list(ClickDecoder._PARAM_NAMES)}")
+                ClickDecoder(**value)._validate()
+            return value
 
         @field_validator("features")
         @classmethod
@@ -86,7 +105,13 @@ class DecoderNode(Node):
         super().__init__(name, **kwargs)
         # Intents speak the space of the task axes: "cartesian" or "drive".
         self._space = intent_space(self.params.axes)
-        self._axis_idx = axis_indices(self.params.axes) if self._space == "cartesian" else None
+        self._axis_idx = None
+        if self._space == "cartesian" and all(a in ("x", "y", "z") for a in self.params.axes):
+            self._axis_idx = axis_indices(self.params.axes)
+        if self.params.click is not None and self.params.features is not None:
+            raise ValueError("a click decoder works on the plain count transform: set "
+                             "`features: null` (or drop `click`)")
+        self.click: Any = None
         if self.params.position_feedback:
             if self._axis_idx is None:
                 raise ValueError("position_feedback needs Cartesian task axes (x, y, z), "
@@ -156,6 +181,10 @@ class DecoderNode(Node):
                                 self._session_path(str(msg.data["features"])))
                             self._features_file = str(msg.data["features"])
                         self.load_decoder(str(msg.data["path"]))
+                        if "click" in msg.data:
+                            from bciarm.decoders.click import ClickDecoder
+
+                            self.click = ClickDecoder.load(self._session_path(str(msg.data["click"])))
                     except (OSError, ValueError) as exc:
                         self.counters.errors += 1
                         self.log.error("cannot load decoder %s: %s", msg.data["path"], exc)
@@ -165,6 +194,8 @@ class DecoderNode(Node):
                     self.decoder.reset()
                 if self.feature_stage is not None:
                     self.feature_stage.reset()
+                if self.click is not None:
+                    self.click.reset()
             elif msg.kind == "block_end":
                 self.closed_loop = False
             elif msg.kind in ("gain", "assist"):
@@ -197,6 +228,7 @@ class DecoderNode(Node):
         else:
             z = self.features(msg.counts)
         state = self.decoder.step(z)
+        grasp = self.click.step(z) if self.click is not None else GRASP_NONE
         if not self.closed_loop:
             return  # keep the filter warm, but the task drives in open loop
         k = len(self.params.axes)
@@ -205,7 +237,7 @@ class DecoderNode(Node):
             velocity = (1 - self.assist) * velocity + self.assist * self._assist_velocity()
         self.emit("intent", Intent, derived_from=msg.header,
                   velocity=np.ascontiguousarray(velocity, dtype=np.float64),
-                  space=self._space)
+                  space=self._space, grasp=grasp)
 
     def _assist_velocity(self) -> np.ndarray:
         """The ideal velocity: ``assist_speed`` toward the target, slowing within 0.1 m."""

@@ -16,28 +16,48 @@ Two layers:
     The bus node around it: reads ``intent``, ``event`` (``estop`` /
     ``resume``) and ``task`` (target shown in the scene), publishes an
     :class:`~bciarm.bus.messages.EffectorState` on ``state.<name>`` every tick.
+
+Reach and grasp: with wrist axes (``roll``, ``pitch``, ``yaw``: world angular
+velocity) the orientation reference integrates the commanded rate under the
+wrist limits (:class:`~bciarm.effectors.grasp.OrientationLimits`); with a
+``gripper`` the fingers follow the ``grasp`` axis and the click decoder's
+grasp/release command under a grip-force limit
+(:class:`~bciarm.effectors.grasp.GripperGuard`); ``speed_zones`` cap the speed
+near a person (:class:`~bciarm.effectors.grasp.SpeedZone`).  Such an arm
+publishes :data:`ARM_EXTRA` in ``EffectorState.extra``; a plain reaching arm
+publishes nothing there.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bciarm.bus.messages import EffectorState
+from bciarm.bus.messages import GRASP_NONE, EffectorState, Event, Intent, Message
 from bciarm.bus.node import NodeParams
 from bciarm.drivers.base import Driver
 from bciarm.effectors.node import EffectorNode
 from bciarm.effectors.kinematics import ArmKinematics, orientation_error
-from bciarm.effectors.safety import SPEED, CartesianSafety, JointSafety, clip_norm
-from bciarm.space import AXIS_INDEX, Axis
+from bciarm.effectors.grasp import (DROP, ORIENTATION, SPEED_ZONE, GripperGuard, GripperParams,
+                                    OrientationLimits, SpeedZoneParams, WristParams,
+                                    quat_from_rotvec, relative_rotation, speed_zones, tilt_and_yaw)
+from bciarm.effectors.safety import SPEED, CartesianSafety, JointSafety, as_finite_vector, clip_norm
+from bciarm.drivers.gripper import GripperState, has_gripper
+from bciarm.space import AXIS_INDEX, ARM_AXES, ARM_INDEX, Axis
 
 
 #: Cap on the null-space pull toward the home posture (rad/s, norm).
 MAX_NULLSPACE_SPEED = 0.3
+
+#: Layout of ``EffectorState.extra`` for a reach-and-grasp arm; then 4 entries
+#: (x, y, z, tilt rad) per tracked object, in ``track_objects`` order.
+ARM_EXTRA = ("qx", "qy", "qz", "qw", "rx", "ry", "rz", "wx", "wy", "wz", "aperture",
+             "aperture_velocity", "grip_force", "holding", "hand_mode", "tilt", "drops")
+EXTRA_INDEX = {k: i for i, k in enumerate(ARM_EXTRA)}
 
 
 class WorkspaceParams(BaseModel):
@@ -116,6 +136,10 @@ class ArmConfig(BaseModel):
 
     tick_s: float = Field(0.01, gt=0)
     axes: tuple[Axis, ...] = ("x", "y")
+    gripper: GripperParams | None = None
+    wrist: WristParams = Field(default_factory=WristParams)
+    speed_zones: tuple[SpeedZoneParams, ...] = ()
+    track_objects: tuple[str, ...] = ()
     max_speed: float = Field(0.25, gt=0)
     max_accel: float = Field(1.0, gt=0)
     stop_within_s: float = Field(0.1, gt=0)
@@ -136,8 +160,10 @@ class ArmConfig(BaseModel):
     @field_validator("axes")
     @classmethod
     def _distinct_axes(cls, axes: tuple[str, ...]) -> tuple[str, ...]:
-        if not axes or len(set(axes)) != len(axes):
-            raise ValueError(f"axes must be 1 to 3 distinct names among x, y, z; got {axes}")
+        if (not axes or len(set(axes)) != len(axes) or any(a not in ARM_INDEX for a in axes)
+                or not any(a in AXIS_INDEX for a in axes)):
+            raise ValueError(f"axes must be distinct names among {list(ARM_AXES)}, with at "
+                             f"least one of x, y, z; got {list(axes)}")
         return axes
 
     @property
@@ -175,6 +201,13 @@ class ArmConfig(BaseModel):
                 f"then derived: {self.stop_within_s - need:.3f} s) or raise stop_within_s")
         return self
 
+    @model_validator(mode="after")
+    def _grasp_needs_gripper(self) -> "ArmConfig":
+        if "grasp" in self.axes and self.gripper is None:
+            raise ValueError("the grasp axis needs gripper settings: add `gripper: {}` "
+                             "(grip_force, ...) to the arm's params")
+        return self
+
 
 @dataclass(frozen=True, eq=False)
 class ArmStatus:
@@ -209,6 +242,10 @@ class ArmStatus:
     joint_command: np.ndarray
     estopped: bool
     guards: tuple[str, ...]
+    angular_velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    gripper: GripperState | None = None
+    hand_mode: int = 0
+    drops: int = 0
 
 
 class ArmController:
@@ -242,7 +279,23 @@ class ArmController:
         self.config: ArmConfig = config
         self.driver = driver
         self.kinematics = kinematics
-        self.axes = tuple(AXIS_INDEX[a] for a in config.axes)
+        # Translation axes (world indices) and where each part sits in an intent.
+        self.axes = tuple(AXIS_INDEX[a] for a in config.axes if a in AXIS_INDEX)
+        self._trans_pos = [i for i, a in enumerate(config.axes) if a in AXIS_INDEX]
+        self._rot_pos = [i for i, a in enumerate(config.axes) if ARM_INDEX[a] in (3, 4, 5)]
+        self._rot_world = [ARM_INDEX[config.axes[i]] - 3 for i in self._rot_pos]
+        self._grasp_pos = config.axes.index("grasp") if "grasp" in config.axes else None
+        self.extended = bool(self._rot_pos or config.gripper is not None or config.track_objects
+                             or self._grasp_pos is not None)
+        self.gripper: GripperGuard | None = None
+        self.wrist: OrientationLimits | None = None
+        self.zones = speed_zones(config.speed_zones, config.tick_s)
+        self.quat_home = np.array([0.0, 0.0, 0.0, 1.0])
+        self._omega_intent = np.zeros(3)
+        self._aperture_intent: float | None = None
+        self._click = GRASP_NONE
+        self._pending_click = GRASP_NONE
+        self._omega = np.zeros(3)
         self.cartesian: CartesianSafety | None = None
         self.joints: JointSafety | None = None
         self.workspace: tuple[np.ndarray, np.ndarray] | None = None
@@ -302,6 +355,14 @@ class ArmController:
         x, quat = self.kinematics.forward(state.position)
         self.x_ref = self._in_box(x)
         self.quat_ref = quat
+        self.quat_home = quat.copy()
+        self.wrist = OrientationLimits(cfg.wrist, quat)
+        if cfg.gripper is not None:
+            if not has_gripper(self.driver):
+                raise ValueError(f"{type(self.driver).__name__} has no gripper, but the arm "
+                                 "config sets `gripper`; use a scene with robot.gripper "
+                                 "(e.g. arm_box_blocks) or remove `gripper`")
+            self.gripper = GripperGuard(cfg.gripper, self.driver.gripper_limits(), cfg.tick_s)
         self.now_s = float(now_s)
         self._started = True
         self.last = self._status(now_s, np.zeros(3), np.zeros(self.kinematics.n), ())
@@ -329,7 +390,27 @@ class ArmController:
         (e-stop latched).
         """
         self._require_started()
-        return self.cartesian.offer(velocity, now_s)
+        click, self._pending_click = self._pending_click, GRASP_NONE
+        if not self.extended:
+            return self.cartesian.offer(velocity, now_s)
+        v = as_finite_vector(velocity, len(self.config.axes))
+        if v is None:
+            # Garbage: the Cartesian guard counts it and brakes; wrist and fingers stop too.
+            self.cartesian.offer(velocity, now_s)
+            self._omega_intent = np.zeros(3)
+            self._aperture_intent = None
+            return False
+        if not self.cartesian.offer(v[self._trans_pos], now_s):
+            return False
+        self._omega_intent = np.zeros(3)
+        self._omega_intent[self._rot_world] = v[self._rot_pos]
+        self._aperture_intent = None if self._grasp_pos is None else float(v[self._grasp_pos])
+        self._click = click
+        return True
+
+    def offer_click(self, grasp: int) -> None:
+        """The discrete hand command that comes with the next :meth:`offer_intent`."""
+        self._pending_click = int(grasp)
 
     def intent_fresh(self, now_s: float) -> bool:
         """True if a valid intent younger than the watchdog timeout is held."""
@@ -356,6 +437,10 @@ class ArmController:
         for i in self.axes:
             self.x_ref[i] = x[i]
         self.x_ref = self._in_box(self.x_ref)
+        if self._rot_pos:
+            self.quat_ref = self.kinematics.forward(self.driver.read().position)[1]
+            self._omega = np.zeros(3)
+            self._omega_intent = np.zeros(3)
         return was
 
     def show_target(self, position: Any, radius: float) -> None:
@@ -365,7 +450,8 @@ class ArmController:
 
     # ------------------------------------------------------------------ the control tick
 
-    def update(self, intent: Any = None, now_s: float | None = None) -> ArmStatus:
+    def update(self, intent: Any = None, now_s: float | None = None,
+               grasp: int = GRASP_NONE) -> ArmStatus:
         """Run one control tick.
 
         Parameters
@@ -376,6 +462,9 @@ class ArmController:
             counts as no intent.
         now_s : float, optional
             Time of this tick; default previous tick + ``tick_s``.
+        grasp : int
+            Discrete hand command arriving with ``intent`` (``GRASP_NONE``,
+            ``GRASP_RELEASE`` or ``GRASP_CLOSE``).
 
         Returns
         -------
@@ -386,7 +475,8 @@ class ArmController:
         now_s = self.now_s + cfg.tick_s if now_s is None else float(now_s)
         self.now_s = now_s
         if intent is not None:
-            self.cartesian.offer(intent, now_s)
+            self.offer_click(grasp)
+            self.offer_intent(intent, now_s)
         kin = self.kinematics
         state = self.driver.read()
         q = np.asarray(state.position, dtype=float)
@@ -400,12 +490,21 @@ class ArmController:
 
         out = self.cartesian.step(now_s, x)
         guards = list(out.guards)
+        fresh = self.cartesian.intent_fresh(now_s)
+        if self.gripper is not None:
+            cmd = self.gripper.command(self._aperture_intent, self._click, fresh,
+                                       self.estopped, self.driver.read_gripper())
+            self._click = GRASP_NONE  # a click acts once; the hand mode remembers it
+            self.driver.command_gripper(cmd.velocity, cmd.force)
+            guards.extend(g for g in cmd.guards if g not in guards)
         if self.estopped:
             self.joints.step(np.zeros(kin.n), q, now_s)
             self.driver.stop()
+            self._omega = np.zeros(3)
             qdot = np.zeros(kin.n)
         else:
-            xdot, clipped = self._task_velocity(out.velocity, x, quat)
+            omega_cmd = self._wrist_rate(fresh, quat, guards)
+            xdot, clipped = self._task_velocity(out.velocity, x, quat, omega_cmd, guards)
             if clipped and SPEED not in guards:
                 guards.append(SPEED)
             qdot_des = self._resolve(jac, xdot, q)
@@ -417,10 +516,34 @@ class ArmController:
         self.last = self._status(now_s, out.velocity, qdot, tuple(guards))
         return self.last
 
-    def _task_velocity(self, v_cmd: np.ndarray, x: np.ndarray,
-                       quat: np.ndarray) -> tuple[np.ndarray, bool]:
+    def _wrist_rate(self, fresh: bool, quat: np.ndarray, guards: list[str]) -> np.ndarray:
+        """Guarded wrist angular velocity: watchdog, speed, acceleration, orientation limits."""
+        if not self._rot_pos:
+            return np.zeros(3)
+        w = self.config.wrist
+        target = self._omega_intent if fresh else np.zeros(3)
+        target, clipped = clip_norm(target, w.max_angular_speed)
+        if clipped and SPEED not in guards:
+            guards.append(SPEED)
+        step, _ = clip_norm(target - self._omega, w.max_angular_accel * self.config.tick_s)
+        omega = self._omega + step
+        assert self.wrist is not None
+        omega, acted = self.wrist.limit(omega, self.quat_ref)
+        if acted:
+            guards.append(ORIENTATION)
+        self._omega = omega
+        return omega
+
+    def _task_velocity(self, v_cmd: np.ndarray, x: np.ndarray, quat: np.ndarray,
+                       omega_cmd: np.ndarray | None = None,
+                       guards: list[str] | None = None) -> tuple[np.ndarray, bool]:
         """Guarded command + reference tracking → 6-D end-effector twist."""
         cfg = self.config
+        if omega_cmd is not None and np.any(omega_cmd != 0.0):
+            # The orientation reference integrates the (already limited) wrist
+            # rate, so the P-term below tracks it on every axis.
+            self.quat_ref = _normalise(_quat_mul(quat_from_rotvec(omega_cmd * cfg.tick_s),
+                                                 self.quat_ref))
         # In-plane, the reference follows the arm while it is commanded to
         # move (the user closes that loop; a reference running ahead would make
         # the arm creep on after a stop) and is latched where the arm is once
@@ -433,7 +556,13 @@ class ArmController:
         self.x_ref = self._in_box(self.x_ref)
         correction, _ = clip_norm(cfg.position_gain * (self.x_ref - x), cfg.max_correction_speed)
         v_lin, clipped = clip_norm(v_cmd + correction, cfg.max_speed)
-        omega, _ = clip_norm(cfg.orientation_gain * orientation_error(self.quat_ref, quat),
+        for zone in self.zones:
+            # Last on the linear velocity: nothing after it may speed the arm up.
+            v_lin, acted = zone.limit(v_lin, x)
+            if acted and guards is not None and SPEED_ZONE not in guards:
+                guards.append(SPEED_ZONE)
+        ff = np.zeros(3) if omega_cmd is None else omega_cmd
+        omega, _ = clip_norm(ff + cfg.orientation_gain * orientation_error(self.quat_ref, quat),
                              cfg.max_angular_speed)
         return np.concatenate([v_lin, omega]), clipped
 
@@ -469,14 +598,49 @@ class ArmController:
             v = self.kinematics.jacobian(q)[:3] @ qd if np.all(np.isfinite(qd)) else np.zeros(3)
         else:
             x, quat, v = np.full(3, np.nan), np.array([0.0, 0, 0, 1]), np.zeros(3)
+        w = np.zeros(3)
+        if np.all(np.isfinite(q)) and np.all(np.isfinite(qd)) and self.extended:
+            w = self.kinematics.jacobian(q)[3:] @ qd
+        grip = self.driver.read_gripper() if self.gripper is not None else None
         return ArmStatus(now_s, x, quat, v, q, qd, np.asarray(command, float),
-                         np.asarray(joint_command, float), self.estopped, guards)
+                         np.asarray(joint_command, float), self.estopped, guards, w, grip,
+                         self.gripper.mode if self.gripper is not None else 0,
+                         self.gripper.drops if self.gripper is not None else 0)
+
+    def extra(self, status: ArmStatus) -> np.ndarray:
+        """:data:`ARM_EXTRA` (plus tracked objects) for a state message; empty for a plain arm."""
+        if not self.extended:
+            return np.zeros(0)
+        quat = status.orientation
+        tilt, _, _ = tilt_and_yaw(quat, self.quat_home)
+        g = status.gripper
+        head = np.r_[quat, relative_rotation(quat, self.quat_home), status.angular_velocity,
+                     (g.aperture, g.velocity, g.force, float(g.holding)) if g is not None
+                     else (0.0, 0.0, 0.0, 0.0), status.hand_mode, tilt, status.drops]
+        objs = []
+        if self.config.track_objects:
+            poses = self.driver.object_poses(self.config.track_objects)
+            for name in self.config.track_objects:
+                pos, q = poses[name]
+                objs.append(np.r_[pos, tilt_and_yaw(q, np.array([0.0, 0, 0, 1]))[0]])
+        out = np.concatenate([head, *objs]) if objs else head
+        return np.where(np.isfinite(out), out, 0.0)
 
     def _require_started(self) -> None:
         if not self._started:
             raise RuntimeError("ArmController.start() has not been called")
         if self._closed:
             raise RuntimeError("ArmController is closed")
+
+
+def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from bciarm.effectors.kinematics import quat_multiply
+
+    return quat_multiply(a, b)
+
+
+def _normalise(q: np.ndarray) -> np.ndarray:
+    return q / np.linalg.norm(q)
 
 
 def _pseudo_inverse(jac: np.ndarray) -> np.ndarray:
@@ -522,6 +686,31 @@ class ArmEffector(EffectorNode):
     intent_space = "cartesian"
     controller: ArmController | None
 
+    def __init__(self, name: str, params: Any = None, **kwargs: Any) -> None:
+        super().__init__(name, params, **kwargs)
+        if self.params.gripper is not None:
+            self.outputs = (*self.outputs, "event")  # drop events
+
+    def on_message(self, topic: str, msg: Message) -> None:
+        if isinstance(msg, Intent) and self.controller is not None:
+            # The click rides on the intent; it is applied only if the intent is accepted.
+            self.controller.offer_click(msg.grasp)
+        super().on_message(topic, msg)
+
+    def intent_velocity(self, msg: EffectorState) -> np.ndarray:
+        """The intent that would have produced a state message (for calibration).
+
+        Linear velocity on the translation axes, wrist angular velocity and
+        aperture rate from :data:`ARM_EXTRA`; in ``axes`` order.
+        """
+        full = np.zeros(len(ARM_AXES))
+        full[:3] = msg.velocity
+        extra = np.asarray(msg.extra)
+        if extra.size >= len(ARM_EXTRA):
+            full[3:6] = extra[EXTRA_INDEX["wx"]:EXTRA_INDEX["wz"] + 1]
+            full[6] = extra[EXTRA_INDEX["aperture_velocity"]]
+        return full[[ARM_INDEX[a] for a in self.params.axes]]
+
     @property
     def intent_dim(self) -> int:
         """Entries an intent must have (one per axis)."""
@@ -550,4 +739,9 @@ class ArmEffector(EffectorNode):
                   velocity=np.ascontiguousarray(st.velocity, dtype="<f8"),
                   joint_position=np.ascontiguousarray(st.joint_position, dtype="<f8"),
                   joint_velocity=np.ascontiguousarray(st.joint_velocity, dtype="<f8"),
-                  estopped=st.estopped, guards=st.guards)
+                  estopped=st.estopped, guards=st.guards,
+                  extra=np.ascontiguousarray(ctl.extra(st), dtype="<f8"))
+        if DROP in st.guards:
+            name = ctl.gripper.dropped[-1] if ctl.gripper is not None and ctl.gripper.dropped else ""
+            self.log.warning("%s: object %r dropped", self.name, name)
+            self.emit("event", Event, kind="drop", data={"effector": self.name, "object": name})

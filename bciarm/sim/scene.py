@@ -272,6 +272,26 @@ class RobotSpec:
     home: dict[str, float]
     hold: dict[str, float]
     max_force: dict[str, float]
+    gripper: "GripperSpec | None" = None
+
+
+@dataclass(frozen=True, eq=False)
+class GripperSpec:
+    """A parallel gripper: its finger joints (URDF names) and settings.
+
+    Attributes
+    ----------
+    joints : tuple of str
+        Finger joints (prismatic), each opening by half the aperture.
+    open : float
+        Aperture at start, m.
+    friction : float
+        Lateral friction of the finger pads (grasping is by friction).
+    """
+
+    joints: tuple[str, ...]
+    open: float
+    friction: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -590,7 +610,7 @@ def _read_places(top: _Reader) -> dict[str, np.ndarray]:
 
 def _read_robot(rd: _Reader) -> RobotSpec:
     rd.check_keys({"urdf", "base_position", "base_rpy", "fixed_base", "joints", "ee_link", "home",
-                   "hold", "max_force"})
+                   "hold", "max_force", "gripper"})
     joints = rd.names("joints")
     home = rd.name_to_number("home")
     missing = [j for j in joints if j not in home]
@@ -610,7 +630,20 @@ def _read_robot(rd: _Reader) -> RobotSpec:
         home=home,
         hold=rd.name_to_number("hold", default={}),
         max_force=rd.name_to_number("max_force", default={}),
+        gripper=_read_gripper(rd) if "gripper" in rd.data else None,
     )
+
+
+def _read_gripper(rd: _Reader) -> GripperSpec:
+    g = rd.sub("gripper")
+    g.check_keys({"joints", "open", "friction"})
+    joints = g.names("joints")
+    clash = [j for j in joints if j in rd.data.get("hold", {}) or j in rd.data.get("joints", [])]
+    if clash:
+        raise g.fail("joints", f"finger joint(s) {clash} are also in robot.hold or robot.joints; "
+                               "list each finger joint in one place only")
+    return GripperSpec(joints=joints, open=g.number("open", default=0.07, positive=True),
+                       friction=g.number("friction", default=1.5, positive=True))
 
 
 def _read_object(rd: _Reader) -> ObjectSpec:

@@ -1,0 +1,140 @@
+"""Pick-and-place: a simulated Box and Blocks test (registry name ``"pick_place"``).
+
+The Box and Blocks test (Mathiowetz et al. 1985) counts the blocks a person
+moves, one at a time, from one compartment of a box over a partition into
+the other in a minute.  Here (scene ``arm_box_blocks``) the blocks start in
+the -y compartment; each trial moves one block: reach above it, descend,
+grasp, lift over the partition, carry it to the mirror-image spot on the
+other side, release it there (it drops a few centimetres, as in the real
+test) and wait for it to land.  The trial succeeds when the block lands in
+the far compartment.  A hand on the far side first goes back over the
+partition at carry height (a straight line would catch it on the partition).  When one side is empty the direction reverses, so the
+test runs as long as the block lasts without resetting the physics.
+
+Score: ``blocks_per_min`` = blocks moved over the partition per minute of
+trial time (see :mod:`bciarm.tasks.reach_grasp` for the other metrics).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from bciarm.tasks.reach_grasp import ReachGraspTask, Step
+
+
+class PickPlaceTask(ReachGraspTask):
+    """Box and Blocks, one block per trial (module docstring)."""
+
+    class Params(ReachGraspTask.Params):
+        """Parameters of the Box and Blocks task."""
+
+        timeout_s: float = Field(15.0, gt=0, description="Time allowed per block, s (the test "
+                                                         "is timed: a stuck block is given up).")
+        objects: list[str] = Field([f"block{i}" for i in range(6)],
+                                   description="The blocks (tracked by the effector, in order).")
+        partition_y: float = Field(0.0, description="World y of the partition, m.")
+        partition_half: float = Field(0.005, ge=0, description="Half thickness, m.")
+        table_z: float = Field(0.625, description="Table top height, m.")
+        block_size: float = Field(0.05, gt=0, description="Block edge, m.")
+        approach_dz: float = Field(0.08, gt=0, description="Approach height above a block, m "
+                                                               "(clears the partition on the way).")
+        grasp_dz: float = Field(0.0, description="Grasp point above the block centre, m (the fingertips reach 1.1 cm below it).")
+        carry_z: float = Field(0.80, description="Height of the carry over the partition, m.")
+        open_aperture: float = Field(0.075, gt=0, description="Open hand before a grasp, m.")
+        grip_aperture: float = Field(0.045, ge=0, description="Aperture the user aims for "
+                                                              "while holding, m.")
+        grasp_tol: float = Field(0.015, gt=0, description="Acceptance radius at the grasp "
+                                                          "point, m (the open hand has 1.25 cm "
+                                                          "to spare either side of a block).")
+        tol: float = Field(0.05, gt=0, description="Acceptance radius of the pass-through "
+                                                   "points (approach, lift), m.")
+        drop_tol: float = Field(0.04, gt=0, description="Acceptance radius of the drop point, m.")
+        slots_y: tuple[float, float] = Field(
+            (0.155, 0.235), description="Distances from the partition of the drop points of "
+                                        "the near and far row, m: a block must land at least "
+                                        "11.5 cm out to be picked up again (the hand is 20 cm "
+                                        "wide across its fingers).")
+
+    params: PickPlaceTask.Params
+
+    def __init__(self, name: str, params=None, **kwargs: object) -> None:
+        super().__init__(name, params, **kwargs)
+        self.source_side = -1.0
+        self._target: str = ""
+        self._far_side = 1.0
+        self._last_pos: np.ndarray | None = None
+        self._last_t = -1
+
+    def _side(self, pos: np.ndarray) -> float:
+        """-1 / +1 for a block resting in a compartment, 0 for anything else."""
+        p = self.params
+        on_table = pos[2] < p.table_z + p.block_size * 0.8
+        dy = pos[1] - p.partition_y
+        if not on_table or abs(dy) < p.partition_half + p.block_size / 2:
+            return 0.0
+        return float(np.sign(dy))
+
+    def plan(self) -> tuple[str, list[Step]] | None:
+        w = self.world
+        p = self.params
+        if w is None:
+            return None
+        for _ in range(2):
+            here = [n for n in p.objects if n in w.objects
+                    and self._side(w.objects[n][0]) == self.source_side]
+            if here:
+                break
+            self.source_side = -self.source_side
+        else:
+            return None
+        # Nearest the partition first: the shortest carry, as a person would.
+        name = min(here, key=lambda n: abs(w.objects[n][0][1] - p.partition_y))
+        b = w.objects[name][0]
+        self._target = name
+        self._far_side = -self.source_side
+        self._last_pos = None
+        # Fixed slots on the far side, by row, so blocks never creep toward
+        # the partition (or out of reach) as they go back and forth.
+        row = 0 if abs(b[1] - p.partition_y) < sum(p.slots_y) / 2 else 1
+        drop = np.array([b[0], p.partition_y - self.source_side * p.slots_y[row], p.carry_z])
+        tol_rot = p.orientation_tol
+        steps = []
+        if np.sign(w.hand.position[1] - p.partition_y) == -self.source_side:
+            # Coming back from the far side: over the partition first, at carry
+            # height (a straight line would put the hand on the partition).
+            steps.append(Step("return", np.array([b[0], p.partition_y, p.carry_z]),
+                              aperture=p.open_aperture, tol=p.tol * 1.2))
+        steps += [
+            Step("approach", b + [0, 0, p.approach_dz], rotation=self.wrist_goal(),
+                 aperture=p.open_aperture, tol=p.tol, orientation_tol=tol_rot),
+            Step("descend", b + [0, 0, p.grasp_dz], aperture=p.open_aperture, tol=p.grasp_tol,
+                 orientation_tol=tol_rot),
+            # Aperture goal stays open until the click closes the hand: a missed
+            # grasp reopens around the block for another try.
+            Step("grasp", b + [0, 0, p.grasp_dz], aperture=p.open_aperture, hold=True,
+                 tol=p.grasp_tol, kind="grasp"),
+            Step("lift", np.array([b[0], b[1], p.carry_z]), rotation=self.wrist_goal(),
+                 aperture=p.grip_aperture, hold=True, tol=p.tol, orientation_tol=tol_rot),
+            Step("carry", drop, aperture=p.grip_aperture, hold=True, tol=p.drop_tol,
+                 orientation_tol=tol_rot),
+            Step("release", drop, aperture=p.open_aperture, hold=False, tol=p.tol,
+                 kind="release"),
+            Step("land", drop, aperture=p.open_aperture, tol=p.tol, kind="settle"),
+        ]
+        return name, steps
+
+    def settled(self) -> bool:
+        # Landed: at rest (moved < 0.5 mm since the last state) below the
+        # height of a block lying on another one.
+        # Compared between state messages only (ticks re-run the same view).
+        pos = self.world.objects[self._target][0]
+        if self._last_t == self.world.t_ns:
+            return False
+        prev, self._last_pos, self._last_t = self._last_pos, pos.copy(), self.world.t_ns
+        low = pos[2] < self.params.table_z + self.params.block_size * 1.6
+        return bool(low and prev is not None and np.linalg.norm(pos - prev) < 5e-4)
+
+    def judge(self) -> str:
+        pos = self.world.objects[self._target][0]
+        return "success" if self._side(pos) == self._far_side else "missed"
