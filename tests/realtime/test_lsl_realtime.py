@@ -15,7 +15,6 @@ import yaml
 
 from tests.realtime.conftest import (
     TICK_S,
-    WATCHDOG_S,
     Actor,
     graph,
     in_closed_loop,
@@ -78,13 +77,13 @@ def test_outlet_death_stops_the_arm_and_a_new_outlet_is_picked_up(tmp_path, runt
     last = max(before)
     assert last <= t_lost
     # The arm: the watchdog acts after the last intent and it is at rest
-    # within 100 ms (+ one tick) of it (this graph's arm brakes hard).
+    # within 100 ms (+ one tick) of it (the default arm's stop contract).
     arm = [m for t, m in recs if t == "state.arm" and last < m.header.t_ns < t_back]
     assert any("watchdog" in m.guards for m in arm)
     bound = last + int((0.1 + TICK_S) * 1e9)
     late = [speed(m) for m in arm if m.header.t_ns > bound]
     assert late and max(late) < 0.005, f"arm still moving {max(late):.4f} m/s"
     print(f"\nLSL realtime: outlet killed → last intent after {(last / 1e9 - marks['killed']):+.3f} s"
-          f" (mono), lost event {(t_lost - last) / 1e6:.0f} ms after it; watchdog {WATCHDOG_S} s;"
+          f" (mono), lost event {(t_lost - last) / 1e6:.0f} ms after it;"
           f" new stream picked up {(t_back / 1e9 - marks['second']):.2f} s after its start;"
           f" {len(after)} intents after")
