@@ -61,8 +61,8 @@ class RealtimeSession(Session):
                    done_before: int, total: int | None) -> BlockResult:
         sup = self.sup
         assert sup is not None
-        if sup.hold:  # the operator paused: wait for `start` (or a stop) before the block
-            sup.service_until(lambda: not sup.hold, 24 * 3600.0)
+        if sup.paused:  # the operator paused: wait for `start` (or a stop) before the block
+            sup.service_until(lambda: not sup.paused, 24 * 3600.0)
         start_s = time.monotonic_ns() / 1e9
         sup.announce("block_start", block=name, mode=mode)
 

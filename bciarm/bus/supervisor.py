@@ -172,7 +172,7 @@ class Supervisor:
         self.broker = Proc("broker", [], "broker")
         self.sticky: dict[str, dict[str, Any]] = {}
         self.estopped = False
-        self.hold = False  # operator `pause`: wait at the next block boundary until `start`
+        self.paused = False  # operator `pause`: wait at the next block boundary until `start`
         self.stop_requested = False
         self.events: list[dict[str, Any]] = []  # faults and restarts, for the report
         self.task_msgs: list[TaskState] = []
@@ -438,9 +438,9 @@ class Supervisor:
             return {"ok": True, cmd: value}
         if cmd in ("pause", "start"):
             # Hold at the next block boundary / start the next block (RealtimeSession waits).
-            self.hold = cmd == "pause"
+            self.paused = cmd == "pause"
             self.announce("operator", action=cmd)
-            return {"ok": True, "held": self.hold}
+            return {"ok": True, "held": self.paused}
         if cmd == "status":
             return {"ok": True, **self.status()}
         if cmd == "estop":
@@ -705,7 +705,7 @@ class Supervisor:
                 "hb_age_ms": (now - p.last_hb_ns) / 1e6 if p.last_hb_ns else None,
                 "restarts": p.restarts, "nodes": p.info, "rejected": p.rejected}
         return {"session_dir": str(self.session_dir), "estopped": self.estopped,
-                "held": self.hold, "block": self.sticky.get("block_start", {}).get("block"),
+                "held": self.paused, "block": self.sticky.get("block_start", {}).get("block"),
                 "groups": groups, "faults": self.events[-20:], "now_ns": now}
 
     def write_runtime_file(self, state: str) -> None:
