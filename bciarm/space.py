@@ -66,26 +66,30 @@ def is_reach_only(axes: Sequence[str]) -> bool:
 
 
 #: A joint-space axis is a joint's URDF name (an exoskeleton's active joints,
-#: intent in rad/s per joint); any name that is not a world or drive axis.
+#: intent in rad/s per joint); any name that is not a world, arm or drive axis.
 #: (Two characters at least: a one-letter name is a mistyped world axis.)
 _JOINT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]+$")
 
 
 def is_joint_axis(name: str) -> bool:
     """True if ``name`` names a joint (not a world or drive axis)."""
-    return (name not in AXIS_INDEX and name not in DRIVE_AXES
+    return (name not in ARM_INDEX and name not in DRIVE_AXES
             and bool(_JOINT_NAME.match(str(name))))
 
 
 def _check_task_axis(name: str) -> str:
-    if name in AXIS_INDEX or name in DRIVE_AXES or is_joint_axis(name):
+    if name in ARM_INDEX or name in DRIVE_AXES or is_joint_axis(name):
         return name
     raise PydanticCustomError(
-        "literal_error", "Input should be 'x', 'y', 'z', 'forward', 'turn' or a joint name",
-        {"expected": "'x', 'y', 'z', 'forward', 'turn' or a joint name (URDF)"})
+        "literal_error",
+        "Input should be 'x', 'y', 'z', 'roll', 'pitch', 'yaw', 'grasp', 'forward', 'turn' "
+        "or a joint name",
+        {"expected": "an arm axis (x, y, z, roll, pitch, yaw, grasp), a drive axis (forward, "
+                     "turn) or a joint name (URDF)"})
 
 
-#: An axis of any task space: world (x, y, z), drive (forward, turn) or a joint name.
+#: An axis of any task space: world/arm (x, y, z, roll, pitch, yaw, grasp), drive
+#: (forward, turn) or a joint name.
 TaskAxis = Annotated[str, AfterValidator(_check_task_axis)]
 
 

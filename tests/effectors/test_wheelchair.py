@@ -84,14 +84,10 @@ def test_never_drives_into_an_obstacle_whatever_the_user_commands(level, start):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: since the guard also brakes the turn rate, the chair stays wedged here at 10°, "
-    "the user backs off, and backing into the doorway the 32-beam sensor misses the jamb corner "
-    "between beams: contact (the guard never saw it).  Rear sensing needs work."))
-def test_unassisted_user_is_not_trapped_in_a_doorway():
+def _doorway_escape(seconds: float = 30.0):
     """Assistance off, the chair's rear still in the kitchen doorway and turned 10° toward the
     kitchen place, as where a session once wedged.  The simulated user (no noise, no delay)
-    steers at the route ahead; the guard must let them out and on, without a collision."""
+    steers at the route ahead.  Returns (collision ticks, reached the kitchen, pose, pushes)."""
     from bciarm.sim.scene import load_scene
     from bciarm.sources.drive_user import Unsticker, drive_intent
     from bciarm.tasks.planner import FloorPlan, lookahead_point
@@ -104,20 +100,36 @@ def test_unassisted_user_is_not_trapped_in_a_doorway():
     try:
         st = ctl.last
         route, k = plan.route(st.pose[:2], goal), 0
-        for tick in range(3000):  # 30 s
+        contacts = 0
+        for _ in range(int(seconds / 0.01)):
             target, k = lookahead_point(route, st.pose[:2], k, 0.4)
             u = unstick.adjust(ctl.now_s, st.pose, drive_intent(st.pose, target))
             st = ctl.update(u)
-            assert not st.collision
+            contacts += bool(st.collision)
             if np.linalg.norm(st.pose[:2] - goal) < 0.35:
                 break
-        print(f"reached the kitchen in {ctl.now_s:.1f} s, {unstick.episodes} unsticking pushes")
-        assert np.linalg.norm(st.pose[:2] - goal) < 0.35, f"stuck at {st.pose}"
-        assert ctl.collisions == 0
-        # The guard passed the user's own command, cut back: no pushing around needed.
-        assert unstick.episodes == 0
+        reached = bool(np.linalg.norm(st.pose[:2] - goal) < 0.35)
+        return contacts + ctl.collisions, reached, st.pose, unstick.episodes
     finally:
         ctl.close()
+
+
+def test_backing_out_of_a_doorway_never_touches_a_jamb():
+    """Whatever the unassisted user does while wedged in a doorway, the guard keeps the chair
+    off the jambs (with 32 beams the jamb corner behind the chair fell between two beams)."""
+    contacts, _, pose, _ = _doorway_escape()
+    assert contacts == 0, f"contact with the doorway at {pose}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: since the guard also brakes the turn rate, the unassisted chair stays wedged "
+    "here at 10° (safely: no contact, test above); the simulated user does not find the way "
+    "out within 30 s.  Assistance on, or a smarter unsticking user, gets out."))
+def test_unassisted_user_is_not_trapped_in_a_doorway():
+    contacts, reached, pose, pushes = _doorway_escape()
+    assert contacts == 0
+    assert reached, f"stuck at {pose}"
+    assert pushes == 0  # the guard passed the user's own command, cut back
 
 
 def test_random_commands_never_collide():

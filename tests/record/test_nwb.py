@@ -4,6 +4,7 @@ read by `bciarm decode`'s loader and by the replay source."""
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -73,7 +74,9 @@ def test_export_reads_back_with_pynwb_exactly(session_dir, nwb_path):
         assert {"target_x", "target_y", "target_z"} <= set(trials.columns)
         epochs = nwb.epochs.to_dataframe()
         assert [tags[0] for tags in epochs["tags"]] == ["calibration", "closed_loop_1"]
-        assert nwb.subject.subject_id.startswith("sub-")  # a pseudonym, stable per subject
+        # The session's pseudonym (config `privacy.subject_id`, recorded in session.json).
+        meta = json.loads((session_dir / "session.json").read_text())
+        assert nwb.subject.subject_id == meta["subject_id"] == "sim-0001"
         assert "bciarm" in nwb.source_script
         assert nwb.data_collection == (session_dir / "config.yaml").read_text()
         assert nwb.session_id == session_dir.name
