@@ -10,7 +10,7 @@ vehicle; the casters are frictionless spheres (free swivel).
 Besides the :class:`~bciarm.drivers.base.Driver` contract (wheel joint
 velocities) the driver exposes the chair's pose, its velocity, the planar
 range sensor (pybullet ray tests from the chair frame, ``range_sensor`` in
-the scene: 32 beams, 0.05-4 m), the true clearance to the layout and contact
+the scene: 64 beams, 0.05-4 m), the true clearance to the layout and contact
 (collision) with it.  Rays ignore the chair itself (collision filter
 groups).
 """

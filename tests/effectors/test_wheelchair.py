@@ -124,7 +124,7 @@ def test_backing_out_of_a_doorway_never_touches_a_jamb():
 @pytest.mark.xfail(strict=True, reason=(
     "known gap: since the guard also brakes the turn rate, the unassisted chair stays wedged "
     "here at 10° (safely: no contact, test above); the simulated user does not find the way "
-    "out within 30 s.  Assistance on, or a smarter unsticking user, gets out."))
+    "out within 30 s."))
 def test_unassisted_user_is_not_trapped_in_a_doorway():
     contacts, reached, pose, pushes = _doorway_escape()
     assert contacts == 0
