@@ -75,7 +75,10 @@ def test_outlet_death_stops_the_arm_and_a_new_outlet_is_picked_up(tmp_path, runt
     after = [t for t in intents if t > t_back]
     assert before and after, "intents before the loss and after the new outlet"
     last = max(before)
-    assert last <= t_lost
+    # Intents stop with the stream: the last one comes from a frame published before the
+    # loss (the decoder process may still be finishing it when the source, another
+    # process, announces the loss: allow one control tick in flight).
+    assert last <= t_lost + int(TICK_S * 1e9)
     # The arm: the watchdog acts after the last intent and it is at rest
     # within 100 ms (+ one tick) of it (the default arm's stop contract).
     arm = [m for t, m in recs if t == "state.arm" and last < m.header.t_ns < t_back]
