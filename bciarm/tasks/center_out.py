@@ -55,11 +55,12 @@ import math
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from bciarm.bus.messages import EffectorState, Event, Intent, Message, TaskState
+from bciarm.bus.messages import EffectorState, Intent, TaskState
 from bciarm.bus.node import Node, NodeParams
 from bciarm.sources import user as _user
 from bciarm.sources.user import aim_velocity
 from bciarm.space import axis_indices
+from bciarm.tasks.inputs import TaskInputs
 from bciarm.tasks.metrics import METRIC_KEYS, TrialRecord, compute_metrics
 from bciarm.tasks.state import RestorableTrials
 
@@ -99,7 +100,7 @@ def outer_targets(centre: np.ndarray, axes: list[str], radius: float, n: int = 8
     return out
 
 
-class CenterOutTask(RestorableTrials, Node):
+class CenterOutTask(TaskInputs, RestorableTrials, Node):
     """Center-out-and-back task with autopilot for open-loop calibration.
 
     See the module docstring for the protocol.
@@ -230,16 +231,6 @@ class CenterOutTask(RestorableTrials, Node):
         return self.phase in ("reach", "hold")
 
     # ------------------------------------------------------------------ inputs
-
-    def on_message(self, topic: str, msg: Message) -> None:
-        if isinstance(msg, EffectorState):
-            if self.params.effector is None or topic == f"state.{self.params.effector}":
-                self._on_state(msg)
-        elif isinstance(msg, Event):
-            if msg.kind == "block_start":
-                self._start_block(msg.data)
-            elif msg.kind in ("block_end", "session_end"):
-                self._end_block()
 
     def _on_state(self, msg: EffectorState) -> None:
         pos = np.array(msg.position, dtype=float)

@@ -34,9 +34,10 @@ import math
 import numpy as np
 from pydantic import Field
 
-from bciarm.bus.messages import EffectorState, Event, Intent, Message, TaskState
+from bciarm.bus.messages import EffectorState, Event, Intent, TaskState
 from bciarm.bus.node import Node, NodeParams
 from bciarm.sources.drive_user import Unsticker, drive_intent
+from bciarm.tasks.inputs import TaskInputs
 from bciarm.tasks.nav_metrics import NAV_METRIC_KEYS, GoalRecord, compute_nav_metrics
 from bciarm.tasks.planner import FloorPlan, lookahead_point, path_length
 from bciarm.tasks.state import RestorableTrials
@@ -45,7 +46,7 @@ NS_PER_S = 1_000_000_000
 JERK_DT = 0.05  # resampling period of the forward speed for the jerk metric, s
 
 
-class NavigationTask(RestorableTrials, Node):
+class NavigationTask(TaskInputs, RestorableTrials, Node):
     """Goal-to-goal navigation with autopilot for open-loop calibration."""
 
     class Params(NodeParams):
@@ -146,17 +147,9 @@ class NavigationTask(RestorableTrials, Node):
 
     # ------------------------------------------------------------------ inputs
 
-    def on_message(self, topic: str, msg: Message) -> None:
-        if isinstance(msg, EffectorState):
-            if self.params.effector is None or topic == f"state.{self.params.effector}":
-                self._on_state(msg)
-        elif isinstance(msg, Event):
-            if msg.kind == "block_start":
-                self._start_block(msg.data)
-            elif msg.kind in ("block_end", "session_end"):
-                self._end_block()
-            elif msg.kind == "collision" and self.running:
-                self._collisions += 1
+    def _on_event(self, msg: Event) -> None:
+        if msg.kind == "collision" and self.running:
+            self._collisions += 1
 
     def _on_state(self, msg: EffectorState) -> None:
         if msg.extra.size < 6:

@@ -48,15 +48,14 @@ from bciarm.bus.messages import (
     GRASP_NONE,
     GRASP_RELEASE,
     EffectorState,
-    Event,
     Intent,
-    Message,
     TaskState,
 )
 from bciarm.bus.node import Node, NodeParams
 from bciarm.sources import grasp_user as _gu
 from bciarm.sources.grasp_user import HandView, Speeds, at_goal, reach_grasp_velocity
 from bciarm.space import arm_axis_indices
+from bciarm.tasks.inputs import TaskInputs
 
 NS_PER_S = 1_000_000_000
 STEP_KINDS = ("reach", "grasp", "release", "settle")
@@ -185,7 +184,7 @@ class WorldView:
     t_ns: int = 0
 
 
-class ReachGraspTask(Node):
+class ReachGraspTask(TaskInputs, Node):
     """Base of the reach-and-grasp tasks (module docstring).  Subclasses implement :meth:`plan`."""
 
     class Params(NodeParams):
@@ -316,16 +315,6 @@ class ReachGraspTask(Node):
         return self.steps[self.step_i]
 
     # ------------------------------------------------------------------ inputs
-
-    def on_message(self, topic: str, msg: Message) -> None:
-        if isinstance(msg, EffectorState):
-            if self.params.effector is None or topic == f"state.{self.params.effector}":
-                self._on_state(msg)
-        elif isinstance(msg, Event):
-            if msg.kind == "block_start":
-                self._start_block(msg.data)
-            elif msg.kind in ("block_end", "session_end"):
-                self._end_block()
 
     def _on_state(self, msg: EffectorState) -> None:
         from bciarm.effectors.arm import ARM_EXTRA

@@ -41,19 +41,20 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from bciarm.bus.messages import EffectorState, Event, Intent, Message, TaskState
+from bciarm.bus.messages import EffectorState, Event, Intent, TaskState
 from bciarm.bus.node import Node, NodeParams
 from bciarm.effectors.exoskeleton.layout import ExoReading, reading_of
 from bciarm.sources.user import aim_velocity
 from bciarm.space import intent_space
 from bciarm.tasks.exo_metrics import EXO_METRIC_KEYS, ExoTrialRecord, compute_exo_metrics, sparc
+from bciarm.tasks.inputs import TaskInputs
 
 NS_PER_S = 1_000_000_000
 PHASES = ("idle", "reach", "hold", "done")
 MODES = ("open_loop", "closed_loop")
 
 
-class ReachJointTask(Node):
+class ReachJointTask(TaskInputs, Node):
     """Reach-to-target in joint space, with autopilot for open-loop calibration.
 
     Attributes
@@ -155,16 +156,6 @@ class ReachJointTask(Node):
         return None if self._reading is None else self._reading.active_position
 
     # ------------------------------------------------------------------ inputs
-
-    def on_message(self, topic: str, msg: Message) -> None:
-        if isinstance(msg, EffectorState):
-            if self.params.effector is None or topic == f"state.{self.params.effector}":
-                self._on_state(msg)
-        elif isinstance(msg, Event):
-            if msg.kind == "block_start":
-                self._start_block(msg.data)
-            elif msg.kind in ("block_end", "session_end"):
-                self._end_block()
 
     def _on_state(self, msg: EffectorState) -> None:
         r = reading_of(msg)
