@@ -69,8 +69,13 @@ def _wait(procs: list[subprocess.Popen], timeout_s: float) -> None:
 # --------------------------------------------------------------------------- bciarm
 
 
-def run_bciarm(seconds: float, rate: float, channels: int, workdir: Path) -> dict[str, Any]:
+def run_bciarm(seconds: float, rate: float, channels: int, workdir: Path,
+               fast_path: bool = True) -> dict[str, Any]:
+    """The runtime as a session runs it (``fast_path``: ``realtime.local_fast_path``)."""
+    from bciarm.bus.fastpath import socket_dir, socket_path
+
     frames = int(seconds * rate)
+    fast_dir = socket_dir(workdir) if fast_path else None
     ep = {k: f"tcp://127.0.0.1:{free_port()}"
           for k in ("xsub", "xpub", "control", "source", "decoder", "effector")}
     (workdir / "broker.json").write_text(json.dumps({"xsub": ep["xsub"], "xpub": ep["xpub"]}))
@@ -92,6 +97,10 @@ def run_bciarm(seconds: float, rate: float, channels: int, workdir: Path) -> dic
         peers = [{"group": o, "endpoint": ep[o], "nodes": [o]} for o in groups if o != g]
         spec = {"group": g, "nodes": [g], "classes": {g: classes[g]}, "data_bind": ep[g],
                 "peers": peers, "xsub": ep["xsub"], "control": ep["control"], "hb_s": 0.25}
+        if fast_dir is not None:
+            spec["fast_bind"] = socket_path(fast_dir, g)
+            for peer in peers:
+                peer["fast"] = socket_path(fast_dir, peer["group"])
         (workdir / f"{g}.json").write_text(json.dumps(spec))
         procs.append(subprocess.Popen([sys.executable, "-m", "bciarm.bus.realtime",
                                        str(workdir / f"{g}.json")], env=_env(),

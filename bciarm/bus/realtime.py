@@ -50,6 +50,7 @@ import numpy as np
 import zmq
 
 from bciarm.bus import codec
+from bciarm.bus.fastpath import FastPath
 from bciarm.bus.messages import Event, Header, Heartbeat, Message
 from bciarm.bus.node import Node
 from bciarm.bus.security import serve_curve
@@ -327,6 +328,8 @@ class GroupRunner:
         self._in_local = False
         self.names: set[str] = set()
         self.local_topics = False
+        self.fast: FastPath | None = None
+        self._writers: list[Node] = []
         self.ctx = zmq.Context()
 
     # ------------------------------------------------------------------ sockets
@@ -366,8 +369,6 @@ class GroupRunner:
             self.sub.setsockopt(zmq.SUBSCRIBE, p)
         if self._want_hb:  # peers' heartbeats, until READY (proof the direct path works)
             self.sub.setsockopt(zmq.SUBSCRIBE, b"hb.")
-        self.peer_eps: dict[str, str] = {}
-        self.set_peers(self.spec.get("peers", []))
         self.ctl = self.ctx.socket(zmq.DEALER)
         self.ctl.linger = 0
         self.ctl.identity = f"{self.group}:{os.getpid()}".encode()
@@ -379,6 +380,25 @@ class GroupRunner:
         if self.obs is not None:
             self.poller.register(self.obs, zmq.POLLIN)
             self._fds.append(self.obs.get(zmq.FD))
+        if self.spec.get("fast_bind"):
+            # Same-host peers: data over Unix sockets (bciarm.bus.fastpath), not ZeroMQ.
+            self.fast = FastPath(self.group, self.spec["fast_bind"],
+                                 sorted(prefixes | ({b"hb."} if self._want_hb else set())),
+                                 self._fd_on, self._fd_off)
+        self.peer_eps: dict[str, str] = {}
+        self.set_peers(self.spec.get("peers", []))
+
+    def _fd_on(self, fd: int) -> None:
+        self.poller.register(fd, zmq.POLLIN)
+        self._fds.append(fd)
+
+    def _fd_off(self, fd: int) -> None:
+        try:
+            self.poller.unregister(fd)
+        except KeyError:
+            pass
+        if fd in self._fds:
+            self._fds.remove(fd)
 
     def _obs_subscriptions(self) -> None:
         """Observers (un)subscribed through the broker: ``\x01topic`` / ``\x00topic``."""
@@ -402,6 +422,15 @@ class GroupRunner:
                 self.node_group[node] = g
             if peer.get("nodes"):
                 self.awaited.add(g)
+            if self.fast is not None and peer.get("fast"):
+                old = self.peer_eps.pop(g, None)
+                if old:  # it was on ZeroMQ: one transport per peer, or frames come twice
+                    try:
+                        self.sub.disconnect(old)
+                    except zmq.ZMQError:
+                        pass
+                self.fast.set_peer(g, peer["fast"])
+                continue
             if not ep or self.peer_eps.get(g) == ep:
                 continue
             old = self.peer_eps.get(g)
@@ -449,6 +478,8 @@ class GroupRunner:
             self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK, copy=len(payload) < 65536)
         except zmq.Again:
             sender.counters.dropped += 1
+        if self.fast is not None and self.fast.outs:
+            sender.counters.dropped += self.fast.send(topic_b, payload)
         if self.observed and self._observed(topic_b):
             try:  # observers only: a slow or absent broker never holds the data path up
                 self.obs.send_multipart([topic_b, payload], zmq.NOBLOCK,
@@ -494,7 +525,11 @@ class GroupRunner:
             topic = parts[0].decode("utf-8", "replace") if parts else ""
             self._reject(topic, "garbage", f"frame has {len(parts)} parts, expected 2")
             return
-        topic_b, payload = parts
+        self.handle_data(*parts)
+
+    def handle_data(self, topic_b: bytes, payload: Any) -> None:
+        """Validate one ``(topic, payload)`` off the bus (ZeroMQ or the fast path) and
+        deliver it."""
         if len(payload) > MAX_BUS_FRAME:
             self._reject(bytes(topic_b).decode("utf-8", "replace"), "oversized",
                          f"{len(payload)} bytes > {MAX_BUS_FRAME}")
@@ -580,6 +615,7 @@ class GroupRunner:
             self.deliver("event", ev)
         elif t == "sync":
             self._drain_sub(max_n=100000)
+            self._drain_fast(max_n=100000)
             for n in self.nodes:
                 sync = getattr(n, "sync", None)
                 if callable(sync):
@@ -608,6 +644,8 @@ class GroupRunner:
                 topic_b, payload = codec.encode(f"hb.{n.name}", hb)
                 if self.local_topics:
                     self._local.append((f"hb.{n.name}", hb, payload))
+                if self.fast is not None and self.fast.outs:
+                    self.fast.send(topic_b, payload)
                 self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK)
                 if self.observed and self._observed(topic_b):
                     self.obs.send_multipart([topic_b, payload], zmq.NOBLOCK)
@@ -631,12 +669,24 @@ class GroupRunner:
             n += 1
             self.handle_frame(parts)
         if n:
-            self.bus_rx_ns = time.monotonic_ns()
-            for node in self.nodes:
-                w = getattr(node, "writer", None)
-                if w is not None and not w.closed:
-                    w.flush()  # the recorder hands every batch to the OS: kill -9 loses nothing written
+            self._after_batch()
         return n
+
+    def _drain_fast(self, max_n: int = 1000) -> int:
+        n = 0
+        if self.fast is not None:
+            for fd in list(self.fast.ins):
+                n += self.fast.receive(fd, self.handle_data, max_n)
+            if n:
+                self._after_batch()
+        return n
+
+    def _after_batch(self) -> None:
+        self.bus_rx_ns = time.monotonic_ns()
+        for node in self._writers:
+            w = node.writer  # type: ignore[attr-defined]
+            if w is not None and not w.closed:
+                w.flush()  # the recorder hands every batch to the OS: kill -9 loses nothing written
 
     def _state_path(self, node: Node) -> Path | None:
         d = self.spec.get("session_dir")
@@ -692,6 +742,7 @@ class GroupRunner:
             period = round(node.tick_s * NS_PER_S) if node.tick_s else 0
             self.slots.append(_Slot(node, period))
         self.names = {n.name for n in self.nodes}
+        self._writers = [n for n in self.nodes if hasattr(n, "writer")]  # the recorder
         self.local_topics = len(self.nodes) > 1
         self._sockets()
         self.set_state("STARTING")
@@ -763,6 +814,15 @@ class GroupRunner:
                         self.handle_ctl(self.ctl.recv(zmq.NOBLOCK))
                     except zmq.Again:
                         break
+            fast = self.fast
+            if fast is not None:
+                got = 0
+                for fd in events:
+                    if type(fd) is int and fast.handles(fd):
+                        got += fast.event(fd, self.handle_data)
+                if got:
+                    self._after_batch()
+                fast.retry(time.monotonic_ns())
             if self.sub in events:
                 self._drain_sub()
             if self.obs is not None and self.obs in events:
@@ -792,6 +852,8 @@ class GroupRunner:
         time.sleep(0.05)  # let the last control message out (LINGER is 0)
         if self.auth is not None:
             self.auth.stop()
+        if self.fast is not None:
+            self.fast.close()
         self.ctx.destroy(linger=0)
         return 0
 
