@@ -131,6 +131,10 @@ class RealtimeSpec(_Strict):
     priority: int = Field(0, ge=0, le=99, description="SCHED_FIFO priority of the node and "
                                                       "broker processes where the OS allows it "
                                                       "(root or RLIMIT_RTPRIO); 0: normal")
+    local_fast_path: bool = Field(True, description="data between node processes of this host "
+                                                    "over Unix sockets (bciarm.bus.fastpath) "
+                                                    "instead of ZeroMQ; false: ZeroMQ only. "
+                                                    "Off with security: curve")
 
 
 class PrivacySpec(_Strict):

@@ -142,11 +142,16 @@ class FastPath:
         Topic prefixes this process reads (``b""``: everything).
     register, unregister : callable
         Add/remove a file descriptor to/from the process's poller (POLLIN).
+    reject : callable, optional
+        Called with a reason for a packet that is no frame at all (bad
+        framing); what is inside a frame is the caller's to validate.
     """
 
     def __init__(self, group: str, bind: str | None, prefixes: list[bytes],
-                 register: Callable[[int], None], unregister: Callable[[int], None]) -> None:
+                 register: Callable[[int], None], unregister: Callable[[int], None],
+                 reject: Callable[[str], None] = lambda why: None) -> None:
         self.group = group
+        self._bad = reject
         self.prefixes = list(prefixes)
         self._register = register
         self._unregister = unregister
@@ -249,12 +254,18 @@ class FastPath:
                 self._close_in(conn)
                 break
             flags = data[0]
+            if flags & _FIRST and (len(data) < 2 or 2 + data[1] > len(data)):
+                self._bad("fast path packet shorter than its topic")
+                continue
             if flags == 3:  # a whole frame in one packet (the usual case)
                 if conn.parts:  # a cut-off longer frame before it: gone
                     conn.parts, conn.size = [], 0
                 end = 2 + data[1]
                 n += 1
-                handle(data[2:end], memoryview(data)[end:])
+                handle(data[2:end], data[end:])
+                continue
+            if flags > 3:
+                self._bad(f"fast path packet with flags {flags}")
                 continue
             if flags & _FIRST:
                 conn.parts = [data]
@@ -266,6 +277,7 @@ class FastPath:
                 continue  # the rest of a frame whose start was dropped
             if conn.size > MAX_REASSEMBLY:
                 conn.parts, conn.size = [], 0
+                self._bad(f"fast path frame longer than {MAX_REASSEMBLY} bytes")
                 continue
             if flags & _LAST:
                 first = conn.parts[0]

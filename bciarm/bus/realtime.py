@@ -384,7 +384,8 @@ class GroupRunner:
             # Same-host peers: data over Unix sockets (bciarm.bus.fastpath), not ZeroMQ.
             self.fast = FastPath(self.group, self.spec["fast_bind"],
                                  sorted(prefixes | ({b"hb."} if self._want_hb else set())),
-                                 self._fd_on, self._fd_off)
+                                 self._fd_on, self._fd_off,
+                                 lambda why: self._reject("", "garbage", why))
         self.peer_eps: dict[str, str] = {}
         self.set_peers(self.spec.get("peers", []))
 

@@ -48,6 +48,7 @@ from bciarm.bus import codec
 from bciarm.bus.messages import Event, Heartbeat, Message, TaskState
 from bciarm.bus.node import Node, NodeParams
 from bciarm.bus.realtime import NS_PER_S, configure_curve, connect_address, free_port
+from bciarm.bus.fastpath import socket_dir, socket_path
 from bciarm.bus.security import serve_curve
 
 log = logging.getLogger("bciarm.supervisor")
@@ -156,6 +157,10 @@ class Supervisor:
         from bciarm.bus.security import security_spec
 
         self.security = security_spec(config.security, self.rt.keys_dir)
+        # Same-host data over Unix sockets (bciarm.bus.fastpath).  Off with CURVE: a Unix
+        # socket is guarded by file permissions (the session's user), not by keys.
+        self.fast_dir = (socket_dir(self.session_dir)
+                         if self.rt.local_fast_path and self.security is None else None)
         self.procs: dict[str, Proc] = {}
         groups: dict[str, list[str]] = {}
         for name, spec in config.nodes.items():
@@ -235,12 +240,20 @@ class Supervisor:
                 "control": self.endpoints["control"], "hb_s": self.rt.heartbeat_s,
                 "incarnation": p.incarnation, "replay": replay, "hold": not self._bus_seen_after_broker,
                 "security": self.security, "log_level": self.log_level,
-                "record_flush": self.cfg.record.flush_every, "priority": self.rt.priority}
+                "record_flush": self.cfg.record.flush_every, "priority": self.rt.priority,
+                "fast_bind": self._fast(p)}
+
+    def _fast(self, p: Proc) -> str | None:
+        """``p``'s fast-path socket: spawned here (same host), not the recorder (it keeps
+        ZeroMQ's deep queues: it must get every message), fast path on."""
+        if self.fast_dir is None or p.remote or p.kind == "recorder":
+            return None
+        return socket_path(self.fast_dir, p.group)
 
     def peers(self) -> list[dict[str, Any]]:
         """The directory of data endpoints: every group and the supervisor's own."""
         return [{"group": "supervisor", "endpoint": self.endpoints["data"], "nodes": ["protocol"]},
-                *({"group": p.group, "endpoint": p.data, "nodes": p.nodes}
+                *({"group": p.group, "endpoint": p.data, "nodes": p.nodes, "fast": self._fast(p)}
                   for p in self.procs.values())]
 
     def spawn(self, p: Proc) -> None:
