@@ -9,7 +9,9 @@ Three variants, run one after the other in the same invocation:
 * **bciarm**: the real-time runtime: three group processes (bench nodes in
   :mod:`bciarm.bench.nodes`) on the direct data path, with the broker process
   (the observer feed) running as in a session; every frame crosses the codec
-  and validation twice.
+  and validation twice.  Data go over the same-host fast path
+  (:mod:`bciarm.bus.fastpath`, the session default); the same run with it off
+  (ZeroMQ only) is printed on the progress lines.
 * **floor**: bare pyzmq, PUB/SUB straight between the three processes, the
   same bytes and the same readout, no codec, no broker.
 * **ezmsg** (extra ``bench``): the same three units, one process each.
@@ -341,6 +343,8 @@ def _run_all(seconds: float, rate: float, channels: int, ezmsg: bool,
         progress(f"bciarm bus: {seconds:.0f} s at {rate:.0f} Hz x {channels} channels ...")
         ours = run_bciarm(seconds, rate, channels, work)
         progress(f"  {ours}")
+        progress("bciarm bus with the fast path off (realtime.local_fast_path: false) ...")
+        progress(f"  {run_bciarm(seconds, rate, channels, work, fast_path=False)}")
         progress("bare pyzmq floor ...")
         floor = run_floor(seconds, rate, channels, work)
         progress(f"  {floor}")

@@ -71,15 +71,19 @@ _MAX_PATH = 100  # sun_path holds 108 bytes
 def socket_dir(session_dir: str | os.PathLike[str], base: str | os.PathLike[str] | None = None) -> Path:
     """The directory of a session's fast-path sockets, created ``0700``.
 
-    ``<session>/runtime/fast`` if the socket paths fit ``sun_path``; else a short
-    directory under ``base`` (default ``/tmp/bciarm-<uid>``) named by a hash of
-    the session path, so every process of the session finds the same one.
+    ``<session>/runtime/fast`` if the socket paths fit ``sun_path`` (108 bytes);
+    else a short directory named by a hash of the session path under ``base``
+    or, if that is long too, ``/tmp/bciarm-<uid>``: every process of the
+    session finds the same one.
     """
     d = Path(session_dir) / "runtime" / "fast"
     if len(str(d)) + 40 > _MAX_PATH:
-        b = Path(base) if base else Path(f"/tmp/bciarm-{os.getuid()}")
-        b.mkdir(mode=0o700, parents=True, exist_ok=True)
-        d = b / ("fast-" + hashlib.sha1(str(Path(session_dir).resolve()).encode()).hexdigest()[:12])
+        name = "fast-" + hashlib.sha1(str(Path(session_dir).resolve()).encode()).hexdigest()[:12]
+        for b in ([Path(base)] if base else []) + [Path(f"/tmp/bciarm-{os.getuid()}")]:
+            d = b / name
+            if len(str(d)) + 40 <= _MAX_PATH:
+                break
+        d.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(d, 0o700)  # mkdir's mode is masked by the umask; an existing dir keeps its own
     return d
@@ -106,7 +110,7 @@ def _gone(exc: OSError) -> bool:
 class _Out:
     """One subscriber connected to us: its socket and topic prefixes."""
 
-    __slots__ = ("sock", "fd", "prefixes", "group")
+    __slots__ = ("fd", "group", "prefixes", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -118,7 +122,7 @@ class _Out:
 class _In:
     """One publisher we are connected to."""
 
-    __slots__ = ("sock", "fd", "group", "path", "parts", "size")
+    __slots__ = ("fd", "group", "parts", "path", "size", "sock")
 
     def __init__(self, sock: socket.socket, group: str, path: str) -> None:
         self.sock = sock

@@ -329,6 +329,9 @@ class GroupRunner:
         self.names: set[str] = set()
         self.local_topics = False
         self.fast: FastPath | None = None
+        #: prefixes ZeroMQ subscribers of our data socket want, and per-topic answers
+        self.zmq_wanted: set[bytes] = set()
+        self._zmq_route: dict[bytes, bool] = {}
         self._writers: list[Node] = []
         self.ctx = zmq.Context()
 
@@ -340,7 +343,9 @@ class GroupRunner:
         self.ctx.setsockopt(zmq.RECONNECT_IVL, 20)
         self.ctx.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
         # The data socket: bound here, subscribers connect straight to it.
-        self.pub = self.ctx.socket(zmq.PUB)
+        # An XPUB: it tells us which prefixes ZeroMQ subscribers want, so a message no one
+        # reads over ZeroMQ (same-host peers read the fast path) costs no send.
+        self.pub = self.ctx.socket(zmq.XPUB)
         self.pub.linger = 0
         self.pub.sndhwm = 10000
         self.auth = serve_curve(self.ctx, [self.pub], sec)
@@ -376,7 +381,8 @@ class GroupRunner:
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
         self.poller.register(self.ctl, zmq.POLLIN)
-        self._fds = [self.sub.get(zmq.FD), self.ctl.get(zmq.FD)]
+        self.poller.register(self.pub, zmq.POLLIN)
+        self._fds = [self.sub.get(zmq.FD), self.ctl.get(zmq.FD), self.pub.get(zmq.FD)]
         if self.obs is not None:
             self.poller.register(self.obs, zmq.POLLIN)
             self._fds.append(self.obs.get(zmq.FD))
@@ -409,6 +415,25 @@ class GroupRunner:
                 self.observed.add(bytes(msg[1:]))
             elif msg[:1] == b"\x00":
                 self.observed.discard(bytes(msg[1:]))
+
+    def _data_subscriptions(self) -> None:
+        """ZeroMQ subscribers of our data socket (un)subscribed (XPUB: counted per prefix)."""
+        while self.pub.get(zmq.EVENTS) & zmq.POLLIN:
+            msg = self.pub.recv(zmq.NOBLOCK)
+            if msg[:1] == b"\x01":
+                self.zmq_wanted.add(bytes(msg[1:]))
+            elif msg[:1] == b"\x00":
+                self.zmq_wanted.discard(bytes(msg[1:]))
+            self._zmq_route.clear()
+
+    def _zmq_reads(self, topic_b: bytes) -> bool:
+        """Some ZeroMQ subscriber reads ``topic_b`` (memoised per topic until a change)."""
+        got = self._zmq_route.get(topic_b)
+        if got is None:
+            got = any(topic_b.startswith(p) for p in self.zmq_wanted)
+            if len(self._zmq_route) < 4096:
+                self._zmq_route[topic_b] = got
+        return got
 
     def _observed(self, topic_b: bytes) -> bool:
         return any(topic_b.startswith(p) for p in self.observed)
@@ -475,10 +500,11 @@ class GroupRunner:
         except codec.CodecError as exc:
             self._reject(topic, exc.reason, str(exc))
             return
-        try:
-            self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK, copy=len(payload) < 65536)
-        except zmq.Again:
-            sender.counters.dropped += 1
+        if self._zmq_reads(topic_b):
+            try:
+                self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK, copy=len(payload) < 65536)
+            except zmq.Again:
+                sender.counters.dropped += 1
         if self.fast is not None and self.fast.outs:
             sender.counters.dropped += self.fast.send(topic_b, payload)
         if self.observed and self._observed(topic_b):
@@ -647,7 +673,8 @@ class GroupRunner:
                     self._local.append((f"hb.{n.name}", hb, payload))
                 if self.fast is not None and self.fast.outs:
                     self.fast.send(topic_b, payload)
-                self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK)
+                if self._zmq_reads(topic_b):
+                    self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK)
                 if self.observed and self._observed(topic_b):
                     self.obs.send_multipart([topic_b, payload], zmq.NOBLOCK)
             except (zmq.Again, codec.CodecError):
@@ -828,6 +855,8 @@ class GroupRunner:
                 self._drain_sub()
             if self.obs is not None and self.obs in events:
                 self._obs_subscriptions()
+            if self.pub in events:
+                self._data_subscriptions()
             if self._stateful:
                 self.save_states()
             if self.state in ("RUNNING", "STOPPING"):

@@ -45,10 +45,10 @@ from typing import Any
 import zmq
 
 from bciarm.bus import codec
+from bciarm.bus.fastpath import socket_dir, socket_path
 from bciarm.bus.messages import Event, Heartbeat, Message, TaskState
 from bciarm.bus.node import Node, NodeParams
 from bciarm.bus.realtime import NS_PER_S, configure_curve, connect_address, free_port
-from bciarm.bus.fastpath import socket_dir, socket_path
 from bciarm.bus.security import serve_curve
 
 log = logging.getLogger("bciarm.supervisor")
@@ -159,7 +159,7 @@ class Supervisor:
         self.security = security_spec(config.security, self.rt.keys_dir)
         # Same-host data over Unix sockets (bciarm.bus.fastpath).  Off with CURVE: a Unix
         # socket is guarded by file permissions (the session's user), not by keys.
-        self.fast_dir = (socket_dir(self.session_dir)
+        self.fast_dir = (socket_dir(self.session_dir, runtime_dir())
                          if self.rt.local_fast_path and self.security is None else None)
         self.procs: dict[str, Proc] = {}
         groups: dict[str, list[str]] = {}
