@@ -250,17 +250,17 @@ def test_live_node_rejects_bad_frames_on_the_fast_path(fast_node):
 @pytest.mark.slow
 @pytest.mark.parametrize("fast", [True, False])
 def test_session_with_fast_path_on_and_off(tmp_path, runtime_dir, fast):
-    cfg = graph(tmp_path, cal_trials=3, closed_trials=4,
+    cfg = graph(tmp_path, cal_trials=3, closed_trials=2,
                 extra={"realtime": {"heartbeat_s": 0.1, "local_fast_path": fast}})
-    result = run_realtime(cfg, tmp_path / "out", None, duration_s=30.0)
+    result = run_realtime(cfg, tmp_path / "out", None)
     session = result.session_dir
     assert [b.name for b in result.blocks] == ["calibration", "closed_loop_1"]
-    assert [b.trials for b in result.blocks] == [3, 4]
+    assert [b.trials for b in result.blocks] == [3, 2]
     msgs = records(session)
     neural = [m.header.seq for t, m in msgs if t == "neural"]
     assert neural == list(range(len(neural))) and len(neural) > 50  # the recorder got every frame
-    intents = [m for t, m in msgs if t == "intent"]
-    assert intents and all(m.header.neural_seq in set(neural) for m in intents)
+    decoded = [m for t, m in msgs if t == "intent" and m.header.src == "decoder"]
+    assert decoded and {m.header.neural_seq for m in decoded} <= set(neural)
     for spec in (session / "runtime").glob("*.json"):
         data = json.loads(spec.read_text())
         if "nodes" in data and "group" in data:
