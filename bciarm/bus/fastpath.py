@@ -211,12 +211,12 @@ class FastPath:
 
     def _try_connect(self, group: str, path: str) -> None:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        _tune(s)  # non-blocking from here: a full listen backlog must not stall our loop
         try:
             s.connect(path)
         except OSError:  # not up (yet): ENOENT, ECONNREFUSED, EAGAIN (backlog full)
             s.close()
             return
-        _tune(s)
         hello = json.dumps({"group": self.group,
                             "prefixes": [p.decode() for p in self.prefixes]}).encode()
         try:
