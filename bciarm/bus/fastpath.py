@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import socket
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,20 @@ def socket_dir(session_dir: str | os.PathLike[str], base: str | os.PathLike[str]
                 break
         d.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if d.stat().st_uid != os.getuid():  # e.g. planted in /tmp by another user
+        raise PermissionError(f"fast-path socket directory {d} belongs to another user; remove "
+                              "it or set realtime.local_fast_path: false")
     os.chmod(d, 0o700)  # mkdir's mode is masked by the umask; an existing dir keeps its own
     return d
+
+
+def _same_user(s: socket.socket) -> bool:
+    """The process at the other end runs as our user (SO_PEERCRED: pid, uid, gid)."""
+    try:
+        cred = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return True
+    return struct.unpack("3i", cred)[1] == os.getuid()
 
 
 def socket_path(directory: str | os.PathLike[str], group: str) -> str:
@@ -305,6 +318,11 @@ class FastPath:
             except OSError as exc:  # pragma: no cover - EMFILE and such
                 log.warning("[%s] fast path accept: %s", self.group, exc)
                 return
+            if not _same_user(s):  # the directory's mode should already make this impossible
+                log.warning("[%s] fast path: a process of another user connected; closed",
+                            self.group)
+                s.close()
+                continue
             _tune(s)
             out = _Out(s)
             self._out_by_fd[out.fd] = out

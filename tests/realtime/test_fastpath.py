@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import socket
 import stat
 import subprocess
 import sys
@@ -79,6 +80,42 @@ def test_socket_dir_is_private_and_short(tmp_path):
     assert len(socket_path(short, "a_long_group_name")) < 108
     assert short == socket_dir(deep, base=tmp_path / "b")  # every process finds the same one
     assert stat.S_IMODE(os.stat(short).st_mode) == 0o700
+
+
+def test_a_process_of_another_user_is_turned_away(tmp_path):
+    """Defence in depth behind the 0700 directory: SO_PEERCRED on every accept."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to run a client as another user")
+    import tempfile
+
+    loop = Loop()
+    with tempfile.TemporaryDirectory() as d:  # open on purpose: the check must hold alone
+        os.chmod(d, 0o777)
+        path = os.path.join(d, "pub.sock")
+        pub = FastPath("pub", path, [], loop.on, loop.off)
+        os.chmod(path, 0o777)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                os.setuid(65534)
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                c.connect(path)
+                c.send(b'\x00{"group": "intruder", "prefixes": [""]}')
+                time.sleep(0.5)
+            finally:
+                os._exit(0)
+        try:
+            wait_for(lambda: (loop.spin(pub), os.waitpid(pid, os.WNOHANG)[0] == pid)[1], 10,
+                     "the other user's client")
+        finally:
+            pub.close()
+        assert pub.outs == []
+        sub = FastPath("sub", None, [b""], loop.on, loop.off)  # while ours is admitted
+        pub2 = FastPath("pub", path, [], loop.on, loop.off)
+        sub.set_peer("pub", path)
+        wait_for(lambda: (loop.spin(pub2, sub), bool(pub2.outs))[1], 5, "our own client")
+        pub2.close()
+        sub.close()
 
 
 def test_frames_filtered_in_order_and_long_frames_arrive(tmp_path):
