@@ -93,6 +93,23 @@ def socket_dir(session_dir: str | os.PathLike[str], base: str | os.PathLike[str]
     return d
 
 
+def remove_socket_dir(directory: str | os.PathLike[str] | None) -> None:
+    """Remove a session's socket files and their directory (at the end of the session;
+    a process killed with -9 leaves its socket file behind)."""
+    if directory is None:
+        return
+    d = Path(directory)
+    for f in d.glob("*.sock"):
+        try:
+            f.unlink()
+        except OSError:
+            pass
+    try:
+        d.rmdir()
+    except OSError:  # not empty (not ours to remove) or already gone
+        pass
+
+
 def _same_user(s: socket.socket) -> bool:
     """The process at the other end runs as our user (SO_PEERCRED: pid, uid, gid)."""
     try:

@@ -45,7 +45,7 @@ from typing import Any
 import zmq
 
 from bciarm.bus import codec
-from bciarm.bus.fastpath import socket_dir, socket_path
+from bciarm.bus.fastpath import remove_socket_dir, socket_dir, socket_path
 from bciarm.bus.messages import Event, Heartbeat, Message, TaskState
 from bciarm.bus.node import Node, NodeParams
 from bciarm.bus.realtime import NS_PER_S, configure_curve, connect_address, free_port
@@ -694,6 +694,7 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 self.broker.popen.kill()
         self.write_runtime_file("ended")
+        remove_socket_dir(self.fast_dir)
         if self.auth is not None:
             self.auth.stop()
         self.ctx.destroy(linger=0)
@@ -706,6 +707,7 @@ class Supervisor:
         if self.spare is not None and self.spare.poll() is None:
             self.spare.kill()
             self.spare.wait(5)
+        remove_socket_dir(self.fast_dir)
 
     # ------------------------------------------------------------------ reporting
 

@@ -18,7 +18,7 @@ import yaml
 import zmq
 
 from bciarm.bus import codec
-from bciarm.bus.fastpath import CHUNK, FastPath, socket_dir, socket_path
+from bciarm.bus.fastpath import CHUNK, FastPath, remove_socket_dir, socket_dir, socket_path
 from bciarm.bus.messages import Header, NeuralFrame
 from bciarm.bus.realtime import free_port
 from bciarm.record import LOG_NAME, read_messages
@@ -80,6 +80,9 @@ def test_socket_dir_is_private_and_short(tmp_path):
     assert len(socket_path(short, "a_long_group_name")) < 108
     assert short == socket_dir(deep, base=tmp_path / "b")  # every process finds the same one
     assert stat.S_IMODE(os.stat(short).st_mode) == 0o700
+    (short / "x.sock").touch()
+    remove_socket_dir(short)  # what the supervisor does at the end of a session
+    assert not short.exists()
 
 
 def test_a_process_of_another_user_is_turned_away(tmp_path, caplog):
