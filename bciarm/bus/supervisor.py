@@ -209,9 +209,23 @@ class Supervisor:
         # fight each other (and the control loops) for every core.
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
                    OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        return subprocess.Popen([sys.executable, "-m", module, arg], stdout=logf,
-                                stderr=subprocess.STDOUT, stdin=stdin, env=env,
-                                start_new_session=True)
+        popen = subprocess.Popen([sys.executable, "-m", module, arg], stdout=logf,
+                                 stderr=subprocess.STDOUT, stdin=stdin, env=env,
+                                 start_new_session=True)
+        if spec is None:
+            # The warm spare is started right after every restart: its imports (hundreds of
+            # ms of CPU) must not take the CPU from running nodes, least of all from an
+            # effector that is stopping.  It takes its group's setting when it gets a job
+            # (`_renice`, and bciarm.bus.sched in the process itself).
+            self._renice(popen, self.rt.spawn_nice, "the spare")
+        return popen
+
+    @staticmethod
+    def _renice(popen: subprocess.Popen, value: int, what: str) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, popen.pid, value)
+        except OSError as exc:  # lowering needs privilege: the process stays where it is
+            log.warning("could not set nice %d on %s (pid %d): %s", value, what, popen.pid, exc)
 
     def _spawn_spare(self) -> None:
         self._spec_path("spare")
@@ -219,7 +233,7 @@ class Supervisor:
 
     def spawn_broker(self) -> None:
         spec = {"xsub": self.endpoints["xsub_bind"], "xpub": self.endpoints["xpub_bind"],
-                "security": self.security, "priority": self.rt.priority}
+                "security": self.security, "priority": self.rt.priority, "nice": self.rt.nice}
         self.broker.popen = self._popen("broker", "bciarm.bus.broker", spec)
         self.broker.spawned_ns = time.monotonic_ns()
         self.broker.state = "RUNNING"
@@ -235,7 +249,16 @@ class Supervisor:
                 "control": self.endpoints["control"], "hb_s": self.rt.heartbeat_s,
                 "incarnation": p.incarnation, "replay": replay, "hold": not self._bus_seen_after_broker,
                 "security": self.security, "log_level": self.log_level,
-                "record_flush": self.cfg.record.flush_every, "priority": self.rt.priority}
+                "record_flush": self.cfg.record.flush_every, **self.scheduling(p)}
+
+    def scheduling(self, p: Proc) -> dict[str, Any]:
+        """CPU scheduling of a group's process (applied by :func:`bciarm.bus.sched.apply`):
+        effector processes under ``SCHED_FIFO`` at ``effector_priority``, the others at
+        ``priority`` (0: normal) and nice ``nice``."""
+        if p.kind == "effector":
+            return {"priority": self.rt.effector_priority or self.rt.priority, "nice": 0,
+                    "effector": True}
+        return {"priority": self.rt.priority, "nice": self.rt.nice, "effector": False}
 
     def peers(self) -> list[dict[str, Any]]:
         """The directory of data endpoints: every group and the supervisor's own."""
@@ -255,6 +278,8 @@ class Supervisor:
                 assert spare.stdin is not None
                 spare.stdin.write(f"{self._spec_path(p.group)}\n".encode())
                 spare.stdin.flush()
+                # Now urgent: if it is still importing, it does so at its group's priority.
+                self._renice(spare, spec["nice"], f"the spare taking {p.group}")
                 p.popen = spare
                 self._spawn_spare()
             except OSError:
@@ -413,7 +438,10 @@ class Supervisor:
                 log.error("%s failed to start: %s", p.group, msg.get("error"))
             log.info("%s: %s -> %s", p.group, old, p.state)
         elif t == "hb":
-            p.last_hb_ns = now
+            # A local process stamps its heartbeat on our clock: judge its silence from
+            # when it beat, not from when we (perhaps busy) got round to reading it.
+            sent = int(msg.get("t_ns", 0) or 0)
+            p.last_hb_ns = sent if not p.remote and 0 < sent <= now else now
             p.info = msg.get("nodes", {})
             p.bus_rx_ns = int(msg.get("bus_rx_ns", 0))
             p.rejected = msg.get("rejected", {})

@@ -24,12 +24,13 @@ from .conftest import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-#: Effector at zero after the last intent.  The contract (and issue 3's acceptance) is
-#: 100 ms + one tick, met when these tests run alone (79-87 ms measured); inside the full
-#: suite on 2 cores the effector process is at times preempted while the supervisor
-#: spawns replacement processes (137-143 ms seen), so the suite holds it to 100 ms + 5
-#: ticks and prints the figure.  Known gap, in the README's real-time section.
-BOUND_NS = round((0.100 + 5 * TICK_S) * 1e9)
+#: Effector at zero after the last intent: the contract (stop_within_s, default 100 ms)
+#: and issue 3's acceptance, 100 ms + one tick.  It holds on a loaded machine because the
+#: effector process runs under SCHED_FIFO where allowed (realtime.effector_priority;
+#: CI runs as root), replacement processes import at a higher nice value
+#: (realtime.spawn_nice), and the stop ramp is anchored at the last intent, not at the
+#: tick that noticed it missing.
+BOUND_NS = round((0.100 + TICK_S) * 1e9)
 
 
 def _faults(recs, node, action):
@@ -38,21 +39,39 @@ def _faults(recs, node, action):
 
 
 def _stop_after_intent(recs, t_cut_ns):
-    """(t of the last intent published before t_cut, t of the first state after it in which
-    the arm's motion has stopped).
+    """(t of the last valid intent the arm acted on before it stopped, t of the first state
+    after it in which the arm's motion has stopped) — both from the recording.
 
-    Stopped: the measured velocity along the direction it was moving in has fallen below
-    STILL_M_S (5 mm/s).  After the stop the arm's station keeping may pull it back toward
-    the stopping point at a few mm/s; that is not the motion the watchdog is there to end.
+    The last intent acted on is the one named by the provenance (neural frame) of the arm's
+    last state before its watchdog stop that follows ``t_cut_ns`` (the fault); its time is
+    the decoder's publish stamp, the states' times the arm's own.  Stopped: the measured
+    velocity along the direction it was moving in has fallen below STILL_M_S (5 mm/s).
+    After the stop the arm's station keeping may pull it back toward the stopping point at
+    a few mm/s; that is not the motion the watchdog is there to end.
     """
-    t_last = max(m.header.t_ns for t, m in recs if t == "intent" and m.header.t_ns < t_cut_ns)
     states = [m for t, m in recs if isinstance(m, EffectorState)]
+    trip = min(i for i, m in enumerate(states)
+               if m.header.t_ns > t_cut_ns and "watchdog" in m.guards)
+    used = [m for m in states[:trip] if m.header.neural_t_ns >= 0][-1].header
+    t_last = max(m.header.t_ns for t, m in recs if t == "intent"
+                 and (m.header.neural_seq, m.header.neural_t_ns) == (used.neural_seq,
+                                                                    used.neural_t_ns)
+                 and m.header.t_ns <= states[trip].header.t_ns)
     before = [m for m in states if m.header.t_ns <= t_last][-1]
     u = before.velocity / max(speed(before), 1e-12)
     zero = [m.header.t_ns for m in states
             if m.header.t_ns > t_last and (speed(m) < STILL_M_S or m.velocity @ u < STILL_M_S)]
     assert zero, "the arm never came to rest after the last intent"
     return t_last, min(zero)
+
+
+def _timeline(recs, t_last, t_zero):
+    """The arm's states from the last intent to its stop: (ms after the intent, speed mm/s,
+    guards) — printed with every stop figure, so a slow stop shows where the time went."""
+    rows = [f"{(m.header.t_ns - t_last) / 1e6:6.1f} ms {speed(m) * 1e3:6.1f} mm/s "
+            f"{','.join(m.guards) or '-'}" for t, m in recs
+            if isinstance(m, EffectorState) and t_last - 20e6 <= m.header.t_ns <= t_zero]
+    return "\n  ".join(rows)
 
 
 def test_kill_decoder_recorder_and_task_mid_session(tmp_path, runtime_dir):
@@ -87,6 +106,9 @@ def test_kill_decoder_recorder_and_task_mid_session(tmp_path, runtime_dir):
 
     # the effector stopped within 100 ms + one tick of the last intent
     t_last, t_zero = _stop_after_intent(recs, marks["decoder_kill"])
+    assert marks["decoder_kill"] - 200_000_000 < t_last < marks["decoder_kill"], \
+        "the arm's last intent is not the dead decoder's last"
+    print(f"\ndecoder kill, the arm from its last intent to rest:\n  {_timeline(recs, t_last, t_zero)}")
     assert t_zero - t_last <= BOUND_NS, f"arm at zero {(t_zero - t_last) / 1e6:.1f} ms after " \
                                         f"the last intent"
     # the decoder is back (publishing intents again) within 2 s of the kill
@@ -173,14 +195,17 @@ def test_hung_source_is_detected_and_broker_death_stops_the_arm(tmp_path, runtim
         f"hang detected after {(detected[0]['t_ns'] - marks['hang']) / 1e6:.0f} ms"
 
     # Intents keep flowing on the direct path until the supervisor sees the broker dead and
-    # holds the effectors: the arm's last intent is the last one published before the
-    # hold was ordered (the recorded `detected` event).  One published after it reaches the
-    # arm only if it overtakes the hold, and would only make this bound harder to meet.
+    # holds the effectors (over the control channel); the arm's last intent is the last one
+    # it acted on (its states' provenance), wherever the hold caught up with the stream.
     detected = _faults(recs, "broker", "detected")
     assert detected
     print(f"broker death detected {(detected[0].header.t_ns - marks['broker_kill']) / 1e6:.1f}"
           f" ms after the kill")
-    t_last, t_zero = _stop_after_intent(recs, detected[0].header.t_ns)
+    t_last, t_zero = _stop_after_intent(recs, marks["broker_kill"])
+    assert t_last > marks["broker_kill"] - 200_000_000, "the arm was not driven up to the kill"
+    print(f"the arm's last intent was published {(t_last - detected[0].header.t_ns) / 1e6:.1f}"
+          f" ms after the detection (the hold on its way)")
+    print(f"broker kill, the arm from its last intent to rest:\n  {_timeline(recs, t_last, t_zero)}")
     assert t_zero - t_last <= BOUND_NS, f"arm at zero {(t_zero - t_last) / 1e6:.1f} ms after " \
                                         f"the last intent"
     print(f"broker kill: arm at rest {(t_zero - t_last) / 1e6:.1f} ms after the last intent")
