@@ -58,6 +58,9 @@ HUNG_PERIODS = 2.5
 #: More restarts of one process than this within the window: a crash loop.  The supervisor
 #: gives up on it, e-stops every effector and ends the session in order.
 MAX_RESTARTS = 5
+#: A gap this long between our own process checks means we were stalled: nobody is judged
+#: hung in that round (we read what queued up meanwhile first).
+STALL_NS = 30_000_000
 RESTART_WINDOW_S = 60.0
 
 #: Operator settings published as events: command -> (data key, upper bound; lower is 0).
@@ -187,6 +190,7 @@ class Supervisor:
         self.ctx = zmq.Context()
         self.started = False
         self._last_check_ns = 0
+        self._skipped_ns = 0
         self.spare: subprocess.Popen | None = None
         self.auth: Any = None
 
@@ -524,10 +528,14 @@ class Supervisor:
         now = time.monotonic_ns()
         gap = now - self._last_check_ns if self._last_check_ns else 0
         self._last_check_ns = now
-        if gap > self.hb_ns:
-            # We were busy ourselves: heartbeats may sit unread; don't blame the nodes.
-            for p in self.procs.values():
-                p.last_hb_ns = max(p.last_hb_ns, now - self.hb_ns)
+        judge = True
+        if gap > STALL_NS and now - self._skipped_ns > self.hb_ns:
+            # We were stalled ourselves (busy, or no CPU): heartbeats may sit unread.  Judge
+            # no one this round, read them first (they carry their send stamps, so what we
+            # read counts from when it was sent, not from our stall); at most once a period,
+            # so that a supervisor stalling all the time still detects hangs.
+            self._skipped_ns = now
+            judge = False
         b = self.broker
         if b.popen is not None and b.popen.poll() is not None and not b.stopping:
             rc = b.popen.returncode
@@ -544,7 +552,8 @@ class Supervisor:
             reason = None
             if p.popen is not None and p.popen.poll() is not None:
                 reason = f"exited ({p.popen.returncode})"
-            elif p.state in ("READY", "RUNNING") and now - p.last_hb_ns > HUNG_PERIODS * self.hb_ns:
+            elif judge and p.state in ("READY", "RUNNING") \
+                    and now - p.last_hb_ns > HUNG_PERIODS * self.hb_ns:
                 reason = f"hung: no heartbeat for {(now - p.last_hb_ns) / 1e6:.0f} ms"
             elif p.state in ("STARTING",) and now - p.spawned_ns > self.startup_timeout_ns:
                 reason = "did not start in time"

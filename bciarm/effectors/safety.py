@@ -286,7 +286,7 @@ class CartesianSafety:
         ``max_speed`` until the watchdog is due, then falling at ``max_decel`` to zero
         at :attr:`stop_deadline_s`."""
         left = self.stop_deadline_s - float(now_s)
-        return min(self.max_speed, max(0.0, self.max_decel * left)) if left == left else 0.0
+        return 0.0 if math.isnan(left) else min(self.max_speed, max(0.0, self.max_decel * left))
 
     def trigger_estop(self, reason: str = "") -> None:
         """Latch the e-stop: the next step commands zero, with no deceleration ramp."""

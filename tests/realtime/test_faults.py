@@ -65,6 +65,18 @@ def _stop_after_intent(recs, t_cut_ns):
     return t_last, min(zero)
 
 
+def _logged_fault(session_dir, node, action) -> bool:
+    """A fault event is in the (live) log; read only up to its last complete record."""
+    from bciarm.record import LOG_NAME, LogReader
+
+    for r in LogReader(session_dir / LOG_NAME):
+        if r.topic == "event":
+            m = r.decode()
+            if m.kind == "fault" and (m.data.get("node"), m.data.get("action")) == (node, action):
+                return True
+    return False
+
+
 def _timeline(recs, t_last, t_zero):
     """The arm's states from the last intent to its stop: (ms after the intent, speed mm/s,
     guards) — printed with every stop figure, so a slow stop shows where the time went."""
@@ -91,6 +103,10 @@ def test_kill_decoder_recorder_and_task_mid_session(tmp_path, runtime_dir):
             "arm_fifo": os.sched_getscheduler(sup.procs["arm"].popen.pid) == os.SCHED_FIFO,
             "decoder_nice": os.getpriority(os.PRIO_PROCESS, sup.procs["decoder"].popen.pid),
             "spare_nice": os.getpriority(os.PRIO_PROCESS, sup.spare.pid)}
+        # The recorder has the decoder's restart on disk before it dies in turn (it hands
+        # every batch to the OS): the events below are then checked in the recording.
+        wait_for(lambda: _logged_fault(sup.session_dir, "decoder", "restarted"), 10,
+                 "the decoder's restart in the log")
         marks["recorder_kill"] = time.monotonic_ns()
         os.kill(sup.procs["recorder"].popen.pid, signal.SIGKILL)
         wait_for(lambda: sup.procs["recorder"].restarts == 1
