@@ -58,9 +58,6 @@ HUNG_PERIODS = 2.5
 #: More restarts of one process than this within the window: a crash loop.  The supervisor
 #: gives up on it, e-stops every effector and ends the session in order.
 MAX_RESTARTS = 5
-#: A gap this long between our own process checks means we were stalled: nobody is judged
-#: hung in that round (we read what queued up meanwhile first).
-STALL_NS = 30_000_000
 RESTART_WINDOW_S = 60.0
 
 #: Operator settings published as events: command -> (data key, upper bound; lower is 0).
@@ -190,7 +187,6 @@ class Supervisor:
         self.ctx = zmq.Context()
         self.started = False
         self._last_check_ns = 0
-        self._skipped_ns = 0
         self.spare: subprocess.Popen | None = None
         self.auth: Any = None
 
@@ -442,10 +438,7 @@ class Supervisor:
                 log.error("%s failed to start: %s", p.group, msg.get("error"))
             log.info("%s: %s -> %s", p.group, old, p.state)
         elif t == "hb":
-            # A local process stamps its heartbeat on our clock: judge its silence from
-            # when it beat, not from when we (perhaps busy) got round to reading it.
-            sent = int(msg.get("t_ns", 0) or 0)
-            p.last_hb_ns = sent if not p.remote and 0 < sent <= now else now
+            p.last_hb_ns = now
             p.info = msg.get("nodes", {})
             p.bus_rx_ns = int(msg.get("bus_rx_ns", 0))
             p.rejected = msg.get("rejected", {})
@@ -528,14 +521,10 @@ class Supervisor:
         now = time.monotonic_ns()
         gap = now - self._last_check_ns if self._last_check_ns else 0
         self._last_check_ns = now
-        judge = True
-        if gap > STALL_NS and now - self._skipped_ns > self.hb_ns:
-            # We were stalled ourselves (busy, or no CPU): heartbeats may sit unread.  Judge
-            # no one this round, read them first (they carry their send stamps, so what we
-            # read counts from when it was sent, not from our stall); at most once a period,
-            # so that a supervisor stalling all the time still detects hangs.
-            self._skipped_ns = now
-            judge = False
+        if gap > self.hb_ns:
+            # We were busy ourselves: heartbeats may sit unread; don't blame the nodes.
+            for p in self.procs.values():
+                p.last_hb_ns = max(p.last_hb_ns, now - self.hb_ns)
         b = self.broker
         if b.popen is not None and b.popen.poll() is not None and not b.stopping:
             rc = b.popen.returncode
@@ -552,8 +541,7 @@ class Supervisor:
             reason = None
             if p.popen is not None and p.popen.poll() is not None:
                 reason = f"exited ({p.popen.returncode})"
-            elif judge and p.state in ("READY", "RUNNING") \
-                    and now - p.last_hb_ns > HUNG_PERIODS * self.hb_ns:
+            elif p.state in ("READY", "RUNNING") and now - p.last_hb_ns > HUNG_PERIODS * self.hb_ns:
                 reason = f"hung: no heartbeat for {(now - p.last_hb_ns) / 1e6:.0f} ms"
             elif p.state in ("STARTING",) and now - p.spawned_ns > self.startup_timeout_ns:
                 reason = "did not start in time"

@@ -193,8 +193,10 @@ def test_hung_source_is_detected_and_broker_death_stops_the_arm(tmp_path, runtim
         wait_for(lambda: in_closed_loop(sup) and counter(sup, "decoder", "decoder", "sent") >= 20,
                  60, "the decoder driving the arm")
         pid = sup.procs["source"].popen.pid
-        marks["hang"] = time.monotonic_ns()
+        # The hang starts when SIGSTOP has been sent (stamped after the call: a stamp taken
+        # before it would count this thread's own wait for the CPU, up to tens of ms here).
         os.kill(pid, signal.SIGSTOP)
+        marks["hang"] = time.monotonic_ns()
         wait_for(lambda: sup.procs["source"].restarts == 1
                  and sup.procs["source"].state == "RUNNING", 10, "the source back")
         wait_for(lambda: counter(sup, "decoder", "decoder", "received") > 40, 10, "frames again")
