@@ -438,7 +438,10 @@ class Supervisor:
                 log.error("%s failed to start: %s", p.group, msg.get("error"))
             log.info("%s: %s -> %s", p.group, old, p.state)
         elif t == "hb":
-            p.last_hb_ns = now
+            # A local process stamps its heartbeat on our clock: judge its silence from when
+            # it beat, not from when we (perhaps short of CPU) got round to reading it.
+            sent = int(msg.get("t_ns", 0) or 0)
+            p.last_hb_ns = max(p.last_hb_ns, sent if not p.remote and 0 < sent <= now else now)
             p.info = msg.get("nodes", {})
             p.bus_rx_ns = int(msg.get("bus_rx_ns", 0))
             p.rejected = msg.get("rejected", {})

@@ -195,6 +195,7 @@ def test_hung_source_is_detected_and_broker_death_stops_the_arm(tmp_path, runtim
         pid = sup.procs["source"].popen.pid
         # The hang starts when SIGSTOP has been sent (stamped after the call: a stamp taken
         # before it would count this thread's own wait for the CPU, up to tens of ms here).
+        marks["before_hang"] = time.monotonic_ns()
         os.kill(pid, signal.SIGSTOP)
         marks["hang"] = time.monotonic_ns()
         wait_for(lambda: sup.procs["source"].restarts == 1
@@ -218,6 +219,8 @@ def test_hung_source_is_detected_and_broker_death_stops_the_arm(tmp_path, runtim
     detected = [e for e in result.metrics["faults"]
                 if e["node"] == "source" and e["action"] == "detected"]
     assert detected and "hung" in detected[0]["reason"]
+    assert detected[0]["t_ns"] > marks["before_hang"], \
+        f"the source was taken for hung before it hung: {detected[0]}"
     print(f"\nhung source detected {(detected[0]['t_ns'] - marks['hang']) / 1e6:.0f} ms after "
           f"SIGSTOP (heartbeat {hb_s * 1e3:.0f} ms)")
     assert detected[0]["t_ns"] - marks["hang"] <= 3 * hb_s * 1e9, \
