@@ -138,6 +138,9 @@ class RealtimeSpec(_Strict):
     nice: int = Field(0, ge=0, le=19, description="nice value of the other node processes "
                                                   "and the broker (raising it needs no "
                                                   "privilege)")
+    supervisor_nice: int = Field(-5, ge=-20, le=19, description="nice value of the "
+                                 "supervising thread (it reads heartbeats and holds "
+                                 "effectors) where allowed; otherwise it stays (logged)")
     spawn_nice: int = Field(10, ge=0, le=19, description="nice value at which replacement "
                                                          "processes do their imports; they "
                                                          "take `nice` when they start (where "

@@ -634,6 +634,7 @@ class Supervisor:
 
     def start(self) -> None:
         """Broker, processes, wait for every group READY, then go."""
+        self._raise_priority()  # before our sockets: ZeroMQ's I/O thread inherits it
         self._sockets()
         self.voice.bind(_ProtocolCtx(self))  # type: ignore[arg-type]
         self.spawn_broker()
@@ -712,9 +713,32 @@ class Supervisor:
         if self.auth is not None:
             self.auth.stop()
         self.ctx.destroy(linger=0)
+        self._restore_priority()
+
+    def _raise_priority(self) -> None:
+        """Run the supervising thread at ``realtime.supervisor_nice`` where allowed: on a
+        loaded machine it must read heartbeats and hold effectors on time.  Threads it
+        starts afterwards (ZeroMQ's I/O thread) inherit it; :meth:`stop` puts it back."""
+        try:
+            self._nice_before: int | None = os.getpriority(os.PRIO_PROCESS, 0)
+            if self.rt.supervisor_nice < self._nice_before:
+                os.setpriority(os.PRIO_PROCESS, 0, self.rt.supervisor_nice)
+        except OSError as exc:
+            log.info("supervisor stays at nice %s (nice %d not allowed: %s)",
+                     self._nice_before, self.rt.supervisor_nice, exc)
+
+    def _restore_priority(self) -> None:
+        before = getattr(self, "_nice_before", None)
+        if before is not None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, before)
+            except OSError:  # pragma: no cover - raising it back is always allowed
+                pass
+            self._nice_before = None
 
     def kill_all(self) -> None:
         """Last resort (exceptions): SIGKILL every child still alive."""
+        self._restore_priority()
         for p in [*self.procs.values(), self.broker]:
             if p.popen is not None and p.popen.poll() is None:
                 p.popen.kill()
