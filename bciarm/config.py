@@ -135,6 +135,29 @@ class RealtimeSpec(_Strict):
                                                     "over Unix sockets (bciarm.bus.fastpath) "
                                                     "instead of ZeroMQ; false: ZeroMQ only. "
                                                     "Off with security: curve")
+    effector_priority: int = Field(20, ge=0, le=99, description="SCHED_FIFO priority of "
+                                   "processes that hold an effector (the last hop wins the "
+                                   "CPU) where the OS allows it, else nice -10 where allowed, "
+                                   "else normal (logged); 0: as the other processes")
+    nice: int = Field(0, ge=0, le=19, description="nice value of the other node processes "
+                                                  "and the broker (raising it needs no "
+                                                  "privilege)")
+    supervisor_nice: int = Field(-5, ge=-20, le=19, description="nice value of the "
+                                 "supervising thread (it reads heartbeats and holds "
+                                 "effectors) where allowed; otherwise it stays (logged)")
+    spawn_nice: int = Field(10, ge=0, le=19, description="nice value at which replacement "
+                                                         "processes do their imports; they "
+                                                         "take `nice` when they start (where "
+                                                         "the OS lets them lower it)")
+
+    @model_validator(mode="after")
+    def _effectors_first(self) -> "RealtimeSpec":
+        if 0 < self.effector_priority < self.priority:
+            raise ValueError(f"realtime.effector_priority ({self.effector_priority}) is below "
+                             f"realtime.priority ({self.priority}): effector processes must "
+                             f"not yield to the others; set effector_priority >= "
+                             f"{self.priority} (or 0 to use priority)")
+        return self
 
 
 class PrivacySpec(_Strict):

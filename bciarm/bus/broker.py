@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = json.loads(Path(argv[0]).read_text())
-    from bciarm.bus.realtime import set_realtime_priority
+    from bciarm.bus import sched
 
-    set_realtime_priority(int(spec.get("priority", 0)))
+    sched.apply(int(spec.get("priority", 0)), int(spec.get("nice", 0)))
     run_broker(spec)
     return 0
 

@@ -939,7 +939,11 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     logging.basicConfig(level=spec.get("log_level", logging.WARNING),
                         format=f"%(levelname)s [{spec['group']}] %(name)s: %(message)s")
-    set_realtime_priority(int(spec.get("priority", 0)))  # before any thread starts
+    from bciarm.bus import sched  # before any thread starts: threads inherit it
+
+    sched_in_force = sched.apply(int(spec.get("priority", 0)), int(spec.get("nice", 0)),
+                                 bool(spec.get("effector", False)))
+    log.info("[%s] scheduling %s", spec["group"], sched_in_force)
     runner = GroupRunner(spec)
     signal.signal(signal.SIGTERM, lambda *_: setattr(runner, "_stop", True))
     return runner.run()

@@ -214,9 +214,23 @@ class Supervisor:
         # fight each other (and the control loops) for every core.
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
                    OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        return subprocess.Popen([sys.executable, "-m", module, arg], stdout=logf,
-                                stderr=subprocess.STDOUT, stdin=stdin, env=env,
-                                start_new_session=True)
+        popen = subprocess.Popen([sys.executable, "-m", module, arg], stdout=logf,
+                                 stderr=subprocess.STDOUT, stdin=stdin, env=env,
+                                 start_new_session=True)
+        if spec is None:
+            # The warm spare is started right after every restart: its imports (hundreds of
+            # ms of CPU) must not take the CPU from running nodes, least of all from an
+            # effector that is stopping.  It takes its group's setting when it gets a job
+            # (`_renice`, and bciarm.bus.sched in the process itself).
+            self._renice(popen, self.rt.spawn_nice, "the spare")
+        return popen
+
+    @staticmethod
+    def _renice(popen: subprocess.Popen, value: int, what: str) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, popen.pid, value)
+        except OSError as exc:  # lowering needs privilege: the process stays where it is
+            log.warning("could not set nice %d on %s (pid %d): %s", value, what, popen.pid, exc)
 
     def _spawn_spare(self) -> None:
         self._spec_path("spare")
@@ -224,7 +238,7 @@ class Supervisor:
 
     def spawn_broker(self) -> None:
         spec = {"xsub": self.endpoints["xsub_bind"], "xpub": self.endpoints["xpub_bind"],
-                "security": self.security, "priority": self.rt.priority}
+                "security": self.security, "priority": self.rt.priority, "nice": self.rt.nice}
         self.broker.popen = self._popen("broker", "bciarm.bus.broker", spec)
         self.broker.spawned_ns = time.monotonic_ns()
         self.broker.state = "RUNNING"
@@ -240,8 +254,8 @@ class Supervisor:
                 "control": self.endpoints["control"], "hb_s": self.rt.heartbeat_s,
                 "incarnation": p.incarnation, "replay": replay, "hold": not self._bus_seen_after_broker,
                 "security": self.security, "log_level": self.log_level,
-                "record_flush": self.cfg.record.flush_every, "priority": self.rt.priority,
-                "fast_bind": self._fast(p)}
+                "record_flush": self.cfg.record.flush_every, "fast_bind": self._fast(p),
+                **self.scheduling(p)}
 
     def _fast(self, p: Proc) -> str | None:
         """``p``'s fast-path socket: spawned here (same host), not the recorder (it keeps
@@ -249,6 +263,15 @@ class Supervisor:
         if self.fast_dir is None or p.remote or p.kind == "recorder":
             return None
         return socket_path(self.fast_dir, p.group)
+
+    def scheduling(self, p: Proc) -> dict[str, Any]:
+        """CPU scheduling of a group's process (applied by :func:`bciarm.bus.sched.apply`):
+        effector processes under ``SCHED_FIFO`` at ``effector_priority``, the others at
+        ``priority`` (0: normal) and nice ``nice``."""
+        if p.kind == "effector":
+            return {"priority": self.rt.effector_priority or self.rt.priority, "nice": 0,
+                    "effector": True}
+        return {"priority": self.rt.priority, "nice": self.rt.nice, "effector": False}
 
     def peers(self) -> list[dict[str, Any]]:
         """The directory of data endpoints: every group and the supervisor's own."""
@@ -268,6 +291,8 @@ class Supervisor:
                 assert spare.stdin is not None
                 spare.stdin.write(f"{self._spec_path(p.group)}\n".encode())
                 spare.stdin.flush()
+                # Now urgent: if it is still importing, it does so at its group's priority.
+                self._renice(spare, spec["nice"], f"the spare taking {p.group}")
                 p.popen = spare
                 self._spawn_spare()
             except OSError:
@@ -426,7 +451,10 @@ class Supervisor:
                 log.error("%s failed to start: %s", p.group, msg.get("error"))
             log.info("%s: %s -> %s", p.group, old, p.state)
         elif t == "hb":
-            p.last_hb_ns = now
+            # A local process stamps its heartbeat on our clock: judge its silence from when
+            # it beat, not from when we (perhaps short of CPU) got round to reading it.
+            sent = int(msg.get("t_ns", 0) or 0)
+            p.last_hb_ns = max(p.last_hb_ns, sent if not p.remote and 0 < sent <= now else now)
             p.info = msg.get("nodes", {})
             p.bus_rx_ns = int(msg.get("bus_rx_ns", 0))
             p.rejected = msg.get("rejected", {})
@@ -619,6 +647,7 @@ class Supervisor:
 
     def start(self) -> None:
         """Broker, processes, wait for every group READY, then go."""
+        self._raise_priority()  # before our sockets: ZeroMQ's I/O thread inherits it
         self._sockets()
         self.voice.bind(_ProtocolCtx(self))  # type: ignore[arg-type]
         self.spawn_broker()
@@ -698,9 +727,32 @@ class Supervisor:
         if self.auth is not None:
             self.auth.stop()
         self.ctx.destroy(linger=0)
+        self._restore_priority()
+
+    def _raise_priority(self) -> None:
+        """Run the supervising thread at ``realtime.supervisor_nice`` where allowed: on a
+        loaded machine it must read heartbeats and hold effectors on time.  Threads it
+        starts afterwards (ZeroMQ's I/O thread) inherit it; :meth:`stop` puts it back."""
+        try:
+            self._nice_before: int | None = os.getpriority(os.PRIO_PROCESS, 0)
+            if self.rt.supervisor_nice < self._nice_before:
+                os.setpriority(os.PRIO_PROCESS, 0, self.rt.supervisor_nice)
+        except OSError as exc:
+            log.info("supervisor stays at nice %s (nice %d not allowed: %s)",
+                     self._nice_before, self.rt.supervisor_nice, exc)
+
+    def _restore_priority(self) -> None:
+        before = getattr(self, "_nice_before", None)
+        if before is not None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, before)
+            except OSError:  # pragma: no cover - raising it back is always allowed
+                pass
+            self._nice_before = None
 
     def kill_all(self) -> None:
         """Last resort (exceptions): SIGKILL every child still alive."""
+        self._restore_priority()
         for p in [*self.procs.values(), self.broker]:
             if p.popen is not None and p.popen.poll() is None:
                 p.popen.kill()

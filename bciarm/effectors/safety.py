@@ -274,6 +274,20 @@ class CartesianSafety:
         """True if a valid intent younger than ``watchdog_s`` is held."""
         return self._intent is not None and now_s - self._intent_t <= self.watchdog_s
 
+    @property
+    def stop_deadline_s(self) -> float:
+        """When a stop for want of intent reaches zero at the latest: the last valid
+        intent + ``watchdog_s`` + the braking time from ``max_speed`` at ``max_decel``
+        (-inf before any intent)."""
+        return self._intent_t + self.watchdog_s + self.max_speed / self.max_decel
+
+    def stop_ramp(self, now_s: float) -> float:
+        """Largest speed a stop for want of intent may command at ``now_s``, m/s:
+        ``max_speed`` until the watchdog is due, then falling at ``max_decel`` to zero
+        at :attr:`stop_deadline_s`."""
+        left = self.stop_deadline_s - float(now_s)
+        return 0.0 if math.isnan(left) else min(self.max_speed, max(0.0, self.max_decel * left))
+
     def trigger_estop(self, reason: str = "") -> None:
         """Latch the e-stop: the next step commands zero, with no deceleration ramp."""
         self.estop.trigger(reason)
@@ -298,10 +312,10 @@ class CartesianSafety:
             Current position (``dim`` entries), for the workspace guard.  A
             non-finite position counts as unknown: the device is braked.
         """
-        dt = self.tick_s if self._last_t is None else now_s - self._last_t
+        gap = self.tick_s if self._last_t is None else now_s - self._last_t
         self._last_t = float(now_s)
         # Irregular ticks: a long gap must not license a big velocity jump.
-        dt = min(max(dt, 1e-6), 2.0 * self.tick_s) if math.isfinite(dt) else self.tick_s
+        dt = min(max(gap, 1e-6), 2.0 * self.tick_s) if math.isfinite(gap) else self.tick_s
         guards: list[str] = []
         if self._pending_invalid:
             guards.append(INVALID)
@@ -344,13 +358,26 @@ class CartesianSafety:
             target = bounded
 
         # No valid intent (stale, garbage, none yet): a stop, at the braking deceleration.
+        # Braking, a late tick may slow down by what the time since the last one allows.
         self.braking = self._intent is None and bool(np.any(self.velocity != 0))
+        if self.braking:
+            dt = min(max(gap, dt), 1.0) if math.isfinite(gap) else dt
         v, limited, walled = self._accel_limit(self.velocity, target, lo, hi, dt,
                                                self.max_decel if self.braking else self.max_accel)
         if limited:
             guards.append(ACCEL)
         if walled and WORKSPACE not in guards:
             guards.append(WORKSPACE)
+        if self.braking:
+            # The stop is anchored at the last valid intent, not at the tick that noticed
+            # it was missing: the speed never exceeds the braking ramp that starts at
+            # max_speed when the watchdog is due and falls at max_decel, so however late
+            # this process gets the CPU, it commands what the stop should have reached by now.
+            cap = self.stop_ramp(now_s)
+            if cap < float(np.linalg.norm(v)):
+                v, _ = clip_norm(v, cap)
+                if ACCEL not in guards:
+                    guards.append(ACCEL)
         if not np.all(np.isfinite(v)):  # cannot happen; belt and braces
             v = np.zeros(self.dim)
         self.velocity = v
@@ -453,12 +480,15 @@ class JointSafety:
         ``braking``: the task-space layer is stopping the device; the
         acceleration limit is then ``max_decel``.
         """
-        dt = self.tick_s if self._last_t is None else now_s - self._last_t
+        gap = self.tick_s if self._last_t is None else now_s - self._last_t
         self._last_t = float(now_s)
-        dt = min(max(dt, 1e-6), 2.0 * self.tick_s) if math.isfinite(dt) else self.tick_s
+        dt = min(max(gap, 1e-6), 2.0 * self.tick_s) if math.isfinite(gap) else self.tick_s
         if self.estop.latched:
             self.velocity = np.zeros(self.n)
             return SafetyOutput(self.velocity.copy(), (ESTOP,))
+        # Braking after a late tick, the joints may slow down by what the elapsed time
+        # allows (at max_decel), so they follow the task-space stop.
+        dt_acc = min(max(gap, dt), 1.0) if braking and math.isfinite(gap) else dt
         guards: list[str] = []
         v = as_finite_vector(qdot, self.n)
         pos = as_finite_vector(q, self.n)
@@ -489,7 +519,7 @@ class JointSafety:
 
         # Acceleration: a uniform step toward the target, for the same reason.
         dv = v - self.velocity
-        need = np.max(np.abs(dv) / ((self.max_decel if braking else self.max_accel) * dt))
+        need = np.max(np.abs(dv) / ((self.max_decel if braking else self.max_accel) * dt_acc))
         if need > 1.0:
             v = self.velocity + dv / need
             guards.append(JOINT_ACCEL)

@@ -208,6 +208,33 @@ def test_watchdog_stops_within_bound(harness):
     assert "watchdog" in h.sent("state.arm")[-1].guards
 
 
+def test_a_late_tick_commands_what_the_stop_has_reached():
+    """The control process missed ticks (no CPU): the first tick it gets commands the speed
+    the stop should have by then, so the stop contract holds however late it comes.
+    (A slow-braking device, where one tick of braking is far from enough.)"""
+    c = ArmController(PyBulletArmDriver(), {"stop_within_s": 0.3, "max_decel": 2.0})
+    c.start(0.0)
+    try:
+        wd = c.config.watchdog_timeout_s                  # 0.3 - a tick - 0.13 s of braking
+        for k in range(1, 40):
+            c.update(np.array([-MAX_SPEED, 0.0]), k * TICK)
+        t_last = 39 * TICK
+        t = t_last
+        while t + TICK < t_last + wd:
+            t += TICK
+            st = c.update(None, t)
+            assert np.linalg.norm(st.command) == pytest.approx(MAX_SPEED)
+        moving = np.max(np.abs(st.joint_command))
+        st = c.update(None, t_last + 0.2)                 # late, inside the braking
+        assert np.linalg.norm(st.command) <= MAX_SPEED - 2.0 * (0.2 - wd) + 1e-9
+        st = c.update(None, t_last + 0.3)                 # late, at the contract's end
+        assert np.all(st.command == 0.0)
+        # the joints follow (what is left is the station keeping's small correction)
+        assert np.max(np.abs(st.joint_command)) < 0.1 * moving
+    finally:
+        c.close()
+
+
 def test_estop_zero_command_within_one_tick_and_resume(harness, monkeypatch):
     h, node = harness
     sent: list[np.ndarray] = []

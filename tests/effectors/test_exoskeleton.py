@@ -181,12 +181,48 @@ def test_inactive_joints_are_held(ctl):
 # --------------------------------------------------------------------------- stop paths
 
 
+def test_stop_contract_derives_the_watchdog_and_holds_with_late_ticks():
+    """The exo is on the arm's stop contract: the user's intent velocity is zero within
+    ``stop_within_s`` of the last valid intent, watchdog derived, a device that cannot
+    brake in time rejected naming the keys — and a late tick commands the ramp's value."""
+    from pydantic import ValidationError
+
+    from bciarm.effectors.exoskeleton.controller import ExoConfig
+
+    cfg = ExoConfig()
+    vmax = math.radians(40)                     # the example profile's slowest active joint
+    assert cfg.intent_max_speed == pytest.approx(vmax)
+    assert cfg.braking_s == pytest.approx(math.ceil(vmax / (2.0 * TICK)) * TICK)   # 0.35 s
+    assert cfg.watchdog_timeout_s == pytest.approx(0.5 - TICK - cfg.braking_s)
+    with pytest.raises(ValidationError, match="max_decel.*stop_within_s 0.1.*raise max_decel"):
+        ExoConfig(stop_within_s=0.1)
+    with pytest.raises(ValidationError, match="watchdog_s 0.3 s.*exceeds stop_within_s"):
+        ExoConfig(watchdog_s=0.3)
+    assert ExoConfig(stop_within_s=0.1, max_decel=12.0).watchdog_timeout_s > 2 * TICK
+
+    c = ExoController(PyBulletExoDriver(), {"stop_within_s": 0.2, "max_decel": 6.0})
+    c.start(0.0)
+    try:
+        t = 0.0
+        for _ in range(50):
+            t += TICK
+            c.update(np.array([1.0, 0.0, 0.0]), t)   # clamped to the top speed
+        t_last = t
+        while t + TICK < t_last + c.config.watchdog_timeout_s:
+            t += TICK
+            assert np.linalg.norm(c.update(None, t).intent) == pytest.approx(vmax)
+        st = c.update(None, t_last + 0.2)           # a late tick, at the contract's end
+        assert np.all(st.intent == 0.0) and "watchdog" in st.guards
+    finally:
+        c.close()
+
+
 def test_watchdog_and_estop_bring_the_exoskeleton_to_rest(ctl):
     for _ in run(ctl, np.array([0.6, 0.0, 0.0]), 0.5):
         pass
     assert np.abs(ctl.driver.read().velocity).max() > 0.3
     # Watchdog: no more intents.  Bound: watchdog + speed/accel + settling.
-    bound = ctl.config.watchdog_s + ctl.max_speed / ctl.config.max_accel + 0.25
+    bound = ctl.config.watchdog_timeout_s + ctl.max_speed / ctl.config.max_accel + 0.25
     t = 0.0
     while np.abs(ctl.driver.read().velocity).max() > 0.005:
         ctl.update(None)

@@ -154,6 +154,53 @@ def test_watchdog_brakes_at_decel_limit_not_instantly():
     assert np.all(speeds[times > last_intent + bound] == 0.0)
 
 
+def test_watchdog_stop_is_anchored_at_the_last_intent_however_late_the_tick():
+    """A tick that comes late (the process did not get the CPU) commands what the stop
+    should have reached by then: the braking ramp from max_speed at the watchdog's time,
+    falling at max_decel — not one or two ticks' worth of braking from where it was."""
+    decel, wd = 5.0, 0.05
+    deadline = wd + 0.25 / decel          # 0.1 s after the last intent
+
+    def run(late_at: float) -> float:
+        s = make_cart(workspace=None, watchdog_s=wd, max_decel=decel)
+        for k in range(1, 40):
+            s.offer([0.25, 0.0], k * TICK)
+            s.step(k * TICK, None)
+        t_last = 39 * TICK
+        t = t_last
+        while t + TICK < t_last + wd - 1e-9:  # on time while the intent is fresh
+            t += TICK
+            assert np.linalg.norm(s.step(t, None).velocity) == pytest.approx(0.25)
+        out = s.step(t_last + late_at, None)
+        assert WATCHDOG in out.guards
+        return float(np.linalg.norm(out.velocity))
+
+    # independent reference: v(t) = max_speed - decel * (t - watchdog), clipped to [0, max]
+    for late_at in (0.055, 0.07, 0.09, 0.099):
+        ramp = min(0.25, max(0.0, 0.25 - decel * (late_at - wd)))
+        assert run(late_at) <= ramp + 1e-12, late_at
+        assert run(late_at) >= ramp - decel * TICK - 1e-12  # still a ramp, not a lock
+    assert run(deadline) == 0.0
+    assert run(0.5) == 0.0
+
+
+def test_joints_follow_a_late_braking_tick():
+    """Braking, a late tick lets each joint slow down by max_decel x the time elapsed
+    (the stop is anchored in time); in normal motion a long gap licenses two ticks only."""
+    j = JointSafety([-3.0] * 2, [3.0] * 2, max_velocity=2.0, max_accel=2.0, tick_s=TICK,
+                    max_decel=10.0)
+    q = np.zeros(2)
+    j.step([1.0, -1.0], q, 0.0)
+    j.velocity = np.array([1.0, -1.0])
+    out = j.step([0.0, 0.0], q, 0.08, braking=True)      # 8 ticks late: 0.8 rad/s allowed
+    assert np.allclose(out.velocity, [0.2, -0.2])
+    out = j.step([0.0, 0.0], q, 0.2, braking=True)
+    assert np.all(out.velocity == 0.0)
+    j.velocity = np.array([1.0, -1.0])
+    out = j.step([0.0, 0.0], q, 0.3)                      # not braking: 2 ticks at max_accel
+    assert np.allclose(out.velocity, [1.0 - 2.0 * 2 * TICK, -(1.0 - 2.0 * 2 * TICK)])
+
+
 def test_estop_zero_at_once_latched_until_resume():
     s = make_cart(workspace=None)
     for k in range(1, 40):

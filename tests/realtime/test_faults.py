@@ -24,12 +24,13 @@ from .conftest import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-#: Effector at zero after the last intent.  The contract (and issue 3's acceptance) is
-#: 100 ms + one tick, met when these tests run alone (79-87 ms measured); inside the full
-#: suite on 2 cores the effector process is at times preempted while the supervisor
-#: spawns replacement processes (137-143 ms seen), so the suite holds it to 100 ms + 5
-#: ticks and prints the figure.  Known gap, in the README's real-time section.
-BOUND_NS = round((0.100 + 5 * TICK_S) * 1e9)
+#: Effector at zero after the last intent: the contract (stop_within_s, default 100 ms)
+#: and issue 3's acceptance, 100 ms + one tick.  It holds on a loaded machine because the
+#: effector process runs under SCHED_FIFO where allowed (realtime.effector_priority;
+#: CI runs as root), replacement processes import at a higher nice value
+#: (realtime.spawn_nice), and the stop ramp is anchored at the last intent, not at the
+#: tick that noticed it missing.
+BOUND_NS = round((0.100 + TICK_S) * 1e9)
 
 
 def _faults(recs, node, action):
@@ -38,21 +39,51 @@ def _faults(recs, node, action):
 
 
 def _stop_after_intent(recs, t_cut_ns):
-    """(t of the last intent published before t_cut, t of the first state after it in which
-    the arm's motion has stopped).
+    """(t of the last valid intent the arm acted on before it stopped, t of the first state
+    after it in which the arm's motion has stopped) — both from the recording.
 
-    Stopped: the measured velocity along the direction it was moving in has fallen below
-    STILL_M_S (5 mm/s).  After the stop the arm's station keeping may pull it back toward
-    the stopping point at a few mm/s; that is not the motion the watchdog is there to end.
+    The last intent acted on is the one named by the provenance (neural frame) of the arm's
+    last state before its watchdog stop that follows ``t_cut_ns`` (the fault); its time is
+    the decoder's publish stamp, the states' times the arm's own.  Stopped: the measured
+    velocity along the direction it was moving in has fallen below STILL_M_S (5 mm/s).
+    After the stop the arm's station keeping may pull it back toward the stopping point at
+    a few mm/s; that is not the motion the watchdog is there to end.
     """
-    t_last = max(m.header.t_ns for t, m in recs if t == "intent" and m.header.t_ns < t_cut_ns)
     states = [m for t, m in recs if isinstance(m, EffectorState)]
+    trip = min(i for i, m in enumerate(states)
+               if m.header.t_ns > t_cut_ns and "watchdog" in m.guards)
+    used = [m for m in states[:trip] if m.header.neural_t_ns >= 0][-1].header
+    t_last = max(m.header.t_ns for t, m in recs if t == "intent"
+                 and (m.header.neural_seq, m.header.neural_t_ns) == (used.neural_seq,
+                                                                    used.neural_t_ns)
+                 and m.header.t_ns <= states[trip].header.t_ns)
     before = [m for m in states if m.header.t_ns <= t_last][-1]
     u = before.velocity / max(speed(before), 1e-12)
     zero = [m.header.t_ns for m in states
             if m.header.t_ns > t_last and (speed(m) < STILL_M_S or m.velocity @ u < STILL_M_S)]
     assert zero, "the arm never came to rest after the last intent"
     return t_last, min(zero)
+
+
+def _logged_fault(session_dir, node, action) -> bool:
+    """A fault event is in the (live) log; read only up to its last complete record."""
+    from bciarm.record import LOG_NAME, LogReader
+
+    for r in LogReader(session_dir / LOG_NAME):
+        if r.topic == "event":
+            m = r.decode()
+            if m.kind == "fault" and (m.data.get("node"), m.data.get("action")) == (node, action):
+                return True
+    return False
+
+
+def _timeline(recs, t_last, t_zero):
+    """The arm's states from the last intent to its stop: (ms after the intent, speed mm/s,
+    guards) — printed with every stop figure, so a slow stop shows where the time went."""
+    rows = [f"{(m.header.t_ns - t_last) / 1e6:6.1f} ms {speed(m) * 1e3:6.1f} mm/s "
+            f"{','.join(m.guards) or '-'}" for t, m in recs
+            if isinstance(m, EffectorState) and t_last - 20e6 <= m.header.t_ns <= t_zero]
+    return "\n  ".join(rows)
 
 
 def test_kill_decoder_recorder_and_task_mid_session(tmp_path, runtime_dir):
@@ -67,6 +98,15 @@ def test_kill_decoder_recorder_and_task_mid_session(tmp_path, runtime_dir):
                  and sup.procs["decoder"].state == "RUNNING", 10, "the decoder back")
         wait_for(lambda: counter(sup, "decoder", "decoder", "sent") >= 10, 10,
                  "the new decoder publishing")
+        # scheduling in force (bciarm.bus.sched): the effector first, the next spare last
+        marks["sched"] = {
+            "arm_fifo": os.sched_getscheduler(sup.procs["arm"].popen.pid) == os.SCHED_FIFO,
+            "decoder_nice": os.getpriority(os.PRIO_PROCESS, sup.procs["decoder"].popen.pid),
+            "spare_nice": os.getpriority(os.PRIO_PROCESS, sup.spare.pid)}
+        # The recorder has the decoder's restart on disk before it dies in turn (it hands
+        # every batch to the OS): the events below are then checked in the recording.
+        wait_for(lambda: _logged_fault(sup.session_dir, "decoder", "restarted"), 10,
+                 "the decoder's restart in the log")
         marks["recorder_kill"] = time.monotonic_ns()
         os.kill(sup.procs["recorder"].popen.pid, signal.SIGKILL)
         wait_for(lambda: sup.procs["recorder"].restarts == 1
@@ -85,8 +125,17 @@ def test_kill_decoder_recorder_and_task_mid_session(tmp_path, runtime_dir):
     actor.check()
     recs = records(result.session_dir)
 
+    # the effector process ran under SCHED_FIFO where the OS allows it (root here in CI);
+    # the replacement decoder left the spare's nice value behind, the next spare has it
+    if os.geteuid() == 0:
+        assert marks["sched"] == {"arm_fifo": True, "decoder_nice": 0, "spare_nice": 10}
+    else:
+        print(f"\nnot root: scheduling {marks['sched']} (SCHED_FIFO needs privilege)")
     # the effector stopped within 100 ms + one tick of the last intent
     t_last, t_zero = _stop_after_intent(recs, marks["decoder_kill"])
+    assert marks["decoder_kill"] - 200_000_000 < t_last < marks["decoder_kill"], \
+        "the arm's last intent is not the dead decoder's last"
+    print(f"\ndecoder kill, the arm from its last intent to rest:\n  {_timeline(recs, t_last, t_zero)}")
     assert t_zero - t_last <= BOUND_NS, f"arm at zero {(t_zero - t_last) / 1e6:.1f} ms after " \
                                         f"the last intent"
     # the decoder is back (publishing intents again) within 2 s of the kill
@@ -144,8 +193,11 @@ def test_hung_source_is_detected_and_broker_death_stops_the_arm(tmp_path, runtim
         wait_for(lambda: in_closed_loop(sup) and counter(sup, "decoder", "decoder", "sent") >= 20,
                  60, "the decoder driving the arm")
         pid = sup.procs["source"].popen.pid
-        marks["hang"] = time.monotonic_ns()
+        # The hang starts when SIGSTOP has been sent (stamped after the call: a stamp taken
+        # before it would count this thread's own wait for the CPU, up to tens of ms here).
+        marks["before_hang"] = time.monotonic_ns()
         os.kill(pid, signal.SIGSTOP)
+        marks["hang"] = time.monotonic_ns()
         wait_for(lambda: sup.procs["source"].restarts == 1
                  and sup.procs["source"].state == "RUNNING", 10, "the source back")
         wait_for(lambda: counter(sup, "decoder", "decoder", "received") > 40, 10, "frames again")
@@ -167,20 +219,25 @@ def test_hung_source_is_detected_and_broker_death_stops_the_arm(tmp_path, runtim
     detected = [e for e in result.metrics["faults"]
                 if e["node"] == "source" and e["action"] == "detected"]
     assert detected and "hung" in detected[0]["reason"]
+    assert detected[0]["t_ns"] > marks["before_hang"], \
+        f"the source was taken for hung before it hung: {detected[0]}"
     print(f"\nhung source detected {(detected[0]['t_ns'] - marks['hang']) / 1e6:.0f} ms after "
           f"SIGSTOP (heartbeat {hb_s * 1e3:.0f} ms)")
     assert detected[0]["t_ns"] - marks["hang"] <= 3 * hb_s * 1e9, \
         f"hang detected after {(detected[0]['t_ns'] - marks['hang']) / 1e6:.0f} ms"
 
     # Intents keep flowing on the direct path until the supervisor sees the broker dead and
-    # holds the effectors: the arm's last intent is the last one published before the
-    # hold was ordered (the recorded `detected` event).  One published after it reaches the
-    # arm only if it overtakes the hold, and would only make this bound harder to meet.
+    # holds the effectors (over the control channel); the arm's last intent is the last one
+    # it acted on (its states' provenance), wherever the hold caught up with the stream.
     detected = _faults(recs, "broker", "detected")
     assert detected
     print(f"broker death detected {(detected[0].header.t_ns - marks['broker_kill']) / 1e6:.1f}"
           f" ms after the kill")
-    t_last, t_zero = _stop_after_intent(recs, detected[0].header.t_ns)
+    t_last, t_zero = _stop_after_intent(recs, marks["broker_kill"])
+    assert t_last > marks["broker_kill"] - 200_000_000, "the arm was not driven up to the kill"
+    print(f"the arm's last intent was published {(t_last - detected[0].header.t_ns) / 1e6:.1f}"
+          f" ms after the detection (the hold on its way)")
+    print(f"broker kill, the arm from its last intent to rest:\n  {_timeline(recs, t_last, t_zero)}")
     assert t_zero - t_last <= BOUND_NS, f"arm at zero {(t_zero - t_last) / 1e6:.1f} ms after " \
                                         f"the last intent"
     print(f"broker kill: arm at rest {(t_zero - t_last) / 1e6:.1f} ms after the last intent")

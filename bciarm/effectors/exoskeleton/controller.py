@@ -43,11 +43,12 @@ range of motion (``τ_g`` below the motor torque).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bciarm.drivers.base import Driver, RobotModel
 from bciarm.effectors.exoskeleton.assist import AssistConfig, assist_as_needed
@@ -81,8 +82,18 @@ class ExoConfig(BaseModel):
         active-joint max speed of the profile; end-point space 0.2 m/s.
     max_accel : float
         Intent acceleration limit (rad/s² or m/s²).
-    watchdog_s : float
-        No valid intent for this long → decelerate to zero.
+    stop_within_s : float
+        The stop contract (as the arm's): after the last valid intent (none
+        since, or only garbage) the commanded intent velocity is zero within
+        this time, s.  Default 0.5: a patient's limb is braked at
+        ``max_decel``, not at an arm's 13 m/s².
+    max_decel : float, optional
+        Braking deceleration of a watchdog stop (rad/s² or m/s²); default
+        ``max_accel``.  With ``max_speed`` it sets the braking time (whole
+        ticks); a config that cannot stop within ``stop_within_s`` is rejected.
+    watchdog_s : float, optional
+        No valid intent for this long → decelerate to zero at ``max_decel``.
+        Default: derived, ``stop_within_s`` − one tick − the braking time.
     soft_limit_rad : float
         Width of the zone at each end of the range of motion in which a joint
         slows (speed toward the end ∝ distance to it).
@@ -112,7 +123,9 @@ class ExoConfig(BaseModel):
     axes: list[str] | None = None
     max_speed: float | None = Field(None, gt=0)
     max_accel: float = Field(2.0, gt=0)
-    watchdog_s: float = Field(0.1, gt=0)
+    stop_within_s: float = Field(0.5, gt=0)
+    max_decel: float | None = Field(None, gt=0)
+    watchdog_s: float | None = Field(None, gt=0)
     soft_limit_rad: float = Field(0.2, gt=0)
     rom_guard_rad: float = Field(0.005, ge=0, le=0.1)
     max_joint_accel: float = Field(6.0, gt=0)
@@ -141,6 +154,56 @@ class ExoConfig(BaseModel):
 
     def load_profile(self) -> PatientProfile:
         return load_profile(self.profile)
+
+    @property
+    def intent_max_speed(self) -> float:
+        """The intent norm clamp (rad/s or m/s): ``max_speed``, else the profile's
+        slowest active joint (joint space) or 0.2 m/s (end-point space)."""
+        if self.max_speed is not None:
+            return float(self.max_speed)
+        if self.space() == "joint":
+            prof = self.load_profile()
+            return float(np.min(prof.max_speed(prof.active)))
+        return 0.2
+
+    @property
+    def braking_decel(self) -> float:
+        """Deceleration of a watchdog stop (``max_decel`` or ``max_accel``)."""
+        return float(self.max_decel if self.max_decel is not None else self.max_accel)
+
+    @property
+    def braking_s(self) -> float:
+        """Time to brake from the intent clamp at ``braking_decel``, whole ticks, s."""
+        ticks = math.ceil(self.intent_max_speed / (self.braking_decel * self.tick_s) - 1e-9)
+        return max(ticks, 1) * self.tick_s
+
+    @property
+    def watchdog_timeout_s(self) -> float:
+        """The watchdog trip time in force (``watchdog_s`` or the derived one), s."""
+        if self.watchdog_s is not None:
+            return float(self.watchdog_s)
+        return self.stop_within_s - self.tick_s - self.braking_s
+
+    @model_validator(mode="after")
+    def _stops_in_time(self) -> "ExoConfig":
+        if self.braking_decel < self.max_accel:
+            raise ValueError(f"max_decel ({self.max_decel}) must be at least max_accel "
+                             f"({self.max_accel})")
+        need = self.tick_s + self.braking_s
+        if self.watchdog_s is None and self.watchdog_timeout_s < 2 * self.tick_s - 1e-12:
+            lowest = self.intent_max_speed / max(self.stop_within_s - 3 * self.tick_s, 1e-9)
+            raise ValueError(
+                f"max_decel {self.braking_decel} cannot stop the exoskeleton from its top "
+                f"intent speed {self.intent_max_speed:.3f} within stop_within_s "
+                f"{self.stop_within_s} s (braking {self.braking_s:.3f} s + a tick to notice + "
+                f"at least 2 ticks of watchdog): raise max_decel to >= {lowest:.2f} if the "
+                f"patient tolerates it, lower max_speed, or raise stop_within_s")
+        if self.watchdog_s is not None and self.watchdog_s + need > self.stop_within_s + 1e-9:
+            raise ValueError(
+                f"watchdog_s {self.watchdog_s} s + braking {self.braking_s:.3f} s + one tick "
+                f"exceeds stop_within_s {self.stop_within_s} s: leave watchdog_s unset (it is "
+                f"then derived: {self.stop_within_s - need:.3f} s) or raise stop_within_s")
+        return self
 
     def space(self) -> str:
         """``"joint"`` or ``"cartesian"``."""
@@ -307,8 +370,11 @@ class ExoController:
         self.max_torque = prof.max_torque(self.names)
         guard = min(cfg.rom_guard_rad, 0.25 * float(np.min(upper - lower)))
         vmax = np.minimum(prof.max_speed(self.names), limits.max_velocity)
+        # A watchdog stop: every joint may brake from its speed limit within the braking
+        # time of the stop contract, so the joints never hold the stop up.
         self.joints = JointSafety(lower + guard, upper - guard, vmax, cfg.max_joint_accel,
-                                  cfg.soft_limit_rad, cfg.tick_s)
+                                  cfg.soft_limit_rad, cfg.tick_s,
+                                  max_decel=np.maximum(cfg.max_joint_accel, vmax / cfg.braking_s))
         # The motors must be able to hold the arm anywhere in its range.
         motor = getattr(getattr(self.driver, "handles", None), "max_force", None)
         if motor is not None:
@@ -328,8 +394,9 @@ class ExoController:
             if model.workspace_lower is not None and model.workspace_upper is not None:
                 workspace = (np.asarray(model.workspace_lower, float),
                              np.asarray(model.workspace_upper, float))
-        self.intake = CartesianSafety(self.max_speed, cfg.max_accel, cfg.watchdog_s, cfg.tick_s,
-                                      dim=dim, axes=axes, workspace=workspace)
+        self.intake = CartesianSafety(self.max_speed, cfg.max_accel, cfg.watchdog_timeout_s,
+                                      cfg.tick_s, dim=dim, axes=axes, workspace=workspace,
+                                      max_decel=cfg.braking_decel)
         self._over_s = np.zeros(len(self.names))
         q = np.asarray(self.driver.read().position, dtype=float)
         self._hold = np.clip(q, lower, upper)
@@ -445,7 +512,7 @@ class ExoController:
             goal = self.goal if self.goal_visible else None
             a = assist_as_needed(u_full, x, goal, cfg.assist, self.assist_level)
             qdot_des = self._joint_velocity(u_full + a, q)
-            jout = self.joints.step(qdot_des, q, now_s)
+            jout = self.joints.step(qdot_des, q, now_s, braking=self.intake.braking)
             guards.extend(g for g in jout.guards if g not in guards)
             qdot = self.driver.command_velocity(jout.velocity)
         self.driver.advance(cfg.tick_s)
