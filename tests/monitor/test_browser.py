@@ -192,8 +192,8 @@ def test_monitor_in_chromium(tmp_path, runtime_dir, spawn):  # noqa: F811
                 page.click("#resume")
                 page.wait_for_function(
                     "document.getElementById('banner').textContent === 'running'", timeout=5000)
-                assert _status(env)["estopped"] is False
                 status = _status(env)
+                assert status["estopped"] is False
                 faults_seen = len([f for f in status.get("faults", [])
                                    if f.get("action") == "detected"])
         finally:
@@ -233,7 +233,7 @@ def test_monitor_in_chromium(tmp_path, runtime_dir, spawn):  # noqa: F811
             assert max(speed(m) for m in after if m.header.t_ns >= at_rest.header.t_ns) \
                 < 2 * STILL_M_S
             if faulted:
-                assert [m for m in states if m.header.t_ns >= ev.header.t_ns][0].estopped, \
+                assert next(m for m in states if m.header.t_ns >= ev.header.t_ns).estopped, \
                     "an effector restarted during the e-stop unlatched"
                 print(f"e-stop during a process restart (excluded from the bound): {faulted}")
                 continue
