@@ -13,7 +13,11 @@ nodes from the session's resolved ``config.yaml`` and opens
   proxy) is the one place to subscribe to *every* topic (monitors, tools).
   A publisher sends there only what some observer subscribed to,
 * a DEALER socket to the supervisor's ROUTER (the control channel: states,
-  heartbeats, the peer directory, commands; JSON, never pickle).
+  heartbeats, the peer directory, commands; JSON, never pickle),
+* an effector process: the **e-stop line**, a PULL socket it binds
+  (``estop_bind``) that operator tools push ``estop`` events to directly
+  (:func:`bciarm.commands.realtime.send_estop`), so an e-stop reaches the
+  effector in one hop, not behind the supervisor's loop.
 
 The loop is single-threaded: poll the SUB and control sockets until the next
 tick is due (a blocking poll, no busy wait), hand every frame through the same
@@ -62,6 +66,9 @@ STATES = ("STARTING", "READY", "RUNNING", "STOPPING", "FAULT")
 #: Frames on the bus larger than this are rejected by the nodes (bytes); the
 #: broker drops a publisher whose message exceeds twice this (ZMQ_MAXMSGSIZE).
 MAX_BUS_FRAME = codec.MAX_FRAME_BYTES
+#: An e-stop on the direct line older than this is stale (queued across a restart) and
+#: rejected; the supervisor's control channel carries every e-stop as well.
+ESTOP_LINE_MAX_AGE_NS = 500_000_000
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -334,6 +341,7 @@ class GroupRunner:
         self._zmq_route: dict[bytes, bool] = {}
         self._writers: list[Node] = []
         self.ctx = zmq.Context()
+        self.estop_in: zmq.Socket | None = None
 
     # ------------------------------------------------------------------ sockets
 
@@ -348,8 +356,16 @@ class GroupRunner:
         self.pub = self.ctx.socket(zmq.XPUB)
         self.pub.linger = 0
         self.pub.sndhwm = 10000
-        self.auth = serve_curve(self.ctx, [self.pub], sec)
+        servers = [self.pub]
+        if self.spec.get("estop_bind"):
+            self.estop_in = self.ctx.socket(zmq.PULL)
+            self.estop_in.linger = 0
+            self.estop_in.setsockopt(zmq.MAXMSGSIZE, 4096)
+            servers.append(self.estop_in)
+        self.auth = serve_curve(self.ctx, servers, sec)
         self.data_ep = bind_data(self.pub, self.spec.get("data_bind"), self.spec["control"])
+        if self.estop_in is not None:
+            self.estop_in.bind(self.spec["estop_bind"])
         # The observer feed: the same messages to the broker, for whoever subscribes there.
         # An XPUB, so that we learn what observers want and skip the send (≈ 6 µs of CPU
         # per message) when nobody watches that topic.
@@ -383,6 +399,9 @@ class GroupRunner:
         self.poller.register(self.ctl, zmq.POLLIN)
         self.poller.register(self.pub, zmq.POLLIN)
         self._fds = [self.sub.get(zmq.FD), self.ctl.get(zmq.FD), self.pub.get(zmq.FD)]
+        if self.estop_in is not None:
+            self.poller.register(self.estop_in, zmq.POLLIN)
+            self._fds.append(self.estop_in.get(zmq.FD))
         if self.obs is not None:
             self.poller.register(self.obs, zmq.POLLIN)
             self._fds.append(self.obs.get(zmq.FD))
@@ -613,6 +632,36 @@ class GroupRunner:
 
     # ------------------------------------------------------------------ control
 
+    def direct_estop(self) -> None:
+        """Take e-stops off the e-stop line and latch the effectors now.
+
+        Only fresh, well-formed ``estop`` events are taken (a resume always goes
+        through the supervisor); anything else is rejected and counted."""
+        while self.estop_in.get(zmq.EVENTS) & zmq.POLLIN:
+            parts = self.estop_in.recv_multipart(zmq.NOBLOCK)
+            try:
+                if len(parts) != 2:
+                    raise codec.CodecError("garbage", f"{len(parts)} parts, expected 2")
+                topic, msg = codec.decode(*parts)
+            except codec.CodecError as exc:
+                self._reject("estop-line", exc.reason, str(exc))
+                continue
+            if topic != "event" or msg.kind != "estop":
+                self._reject("estop-line", "not_estop", f"{topic} {getattr(msg, 'kind', '')}")
+            elif time.monotonic_ns() - msg.header.t_ns > ESTOP_LINE_MAX_AGE_NS:
+                self._reject("estop-line", "stale", f"e-stop sent {msg.header.t_ns} ns")
+            else:
+                self.deliver("event", msg)
+                self._tick_effectors_now()
+
+    def _tick_effectors_now(self) -> None:
+        """Bring the effectors' next tick forward to now (this loop pass): the latched
+        stop is applied and published without waiting (and being woken) for the tick."""
+        now = time.monotonic_ns()
+        for s in self.slots:
+            if s.period_ns and _is_effector(s.node):
+                s.next_ns = min(s.next_ns, now)
+
     def handle_ctl(self, raw: bytes) -> None:
         try:
             msg = json.loads(raw)
@@ -640,6 +689,8 @@ class GroupRunner:
             # through with the broker down); delivered locally, not seq-checked.
             ev = Event(Header(0, time.monotonic_ns(), "supervisor"), msg["kind"], msg.get("data", {}))
             self.deliver("event", ev)
+            if ev.kind == "estop":
+                self._tick_effectors_now()
         elif t == "sync":
             self._drain_sub(max_n=100000)
             self._drain_fast(max_n=100000)
@@ -836,6 +887,8 @@ class GroupRunner:
                 if not events and timeout_ms > 0:
                     select.select(self._fds, [], [], timeout_ms / 1e3)
                     events = dict(self.poller.poll(0))
+            if self.estop_in is not None and self.estop_in in events:
+                self.direct_estop()
             if self.ctl in events:
                 while True:
                     try:

@@ -101,6 +101,7 @@ class Proc:
     restart_ns: list[int] = field(default_factory=list)
     data_bind: str | None = None
     data: str | None = None  # where peers connect to its data socket
+    estop: str | None = None  # an effector process's e-stop line (local, fixed port)
 
 
 class _ProtocolCtx:
@@ -174,6 +175,7 @@ class Supervisor:
             if not p.remote:  # a remote group binds on its own host and tells us
                 p.data_bind = f"tcp://{bind}:{free_port(host)}"
                 p.data = connect_address(p.data_bind, self.endpoints["control"])
+            self._estop_line(p)
         self.broker = Proc("broker", [], "broker")
         self.sticky: dict[str, dict[str, Any]] = {}
         self.estopped = False
@@ -196,6 +198,14 @@ class Supervisor:
         self.auth: Any = None
 
     # ------------------------------------------------------------------ processes
+
+    @staticmethod
+    def _estop_line(p: Proc) -> None:
+        """Give a local effector process its e-stop line: a fixed loopback port that operator
+        tools push e-stops to directly (``runtime.json`` lists them; the latch bookkeeping
+        stays here)."""
+        if p.kind == "effector" and not p.remote:
+            p.estop = f"tcp://127.0.0.1:{free_port()}"
 
     def _spec_path(self, name: str) -> Path:
         d = self.session_dir / "runtime"
@@ -255,7 +265,7 @@ class Supervisor:
                 "incarnation": p.incarnation, "replay": replay, "hold": not self._bus_seen_after_broker,
                 "security": self.security, "log_level": self.log_level,
                 "record_flush": self.cfg.record.flush_every, "fast_bind": self._fast(p),
-                **self.scheduling(p)}
+                "estop_bind": p.estop, **self.scheduling(p)}
 
     def _fast(self, p: Proc) -> str | None:
         """``p``'s fast-path socket: spawned here (same host), not the recorder (it keeps
@@ -779,6 +789,7 @@ class Supervisor:
         info = {"pid": os.getpid(), "state": state, "session_dir": str(self.session_dir),
                 "operator": self.endpoints["operator"], "endpoints": self.endpoints,
                 "security": self.security,  # key file paths, for observers (bciarm.bus.observe)
+                "estop": [p.estop for p in self.procs.values() if p.estop],  # e-stop lines
                 "config": self.cfg.name, "t": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         text = json.dumps(info, indent=2)
         (self.session_dir / "runtime.json").write_text(text)

@@ -6,6 +6,13 @@ they read ``$BCIARM_RUNTIME_DIR/current.json`` (default
 ``/tmp/bciarm-<uid>/current.json``), which the supervisor writes when it
 starts and removes when it ends.  Both name the supervisor's operator endpoint
 (REQ/REP on 127.0.0.1).
+
+An e-stop (:func:`send_estop`, shared by ``bciarm estop`` and ``bciarm
+monitor``) takes two paths at once: pushed straight to every local effector
+process over its e-stop line (``runtime.json`` ``estop``), which latches and
+publishes its stopped state at once, and through the supervisor, which keeps
+the latch (a restarted effector comes up latched), tells every effector over
+the control channel as well and records the ``estop`` event.
 """
 
 from __future__ import annotations
@@ -57,6 +64,84 @@ def operator_request(info: dict[str, Any], cmd: str, timeout_s: float = 3.0,
             s.close(linger=0)
 
 
+class EstopLine:
+    """PUSH sockets to every local effector process's e-stop line.
+
+    Long-lived callers (the monitor) keep one connected, so a press costs one
+    send per effector; a one-shot caller closes it after sending (``linger``
+    lets a send still waiting for its connection out).
+
+    Parameters
+    ----------
+    info : dict
+        The session's ``runtime.json``.
+    context : zmq.Context, optional
+    """
+
+    def __init__(self, info: dict[str, Any], context: Any = None, linger_ms: int = 200) -> None:
+        import zmq
+
+        from bciarm.bus.realtime import configure_curve
+
+        self._own = context is None
+        self.ctx = zmq.Context() if self._own else context
+        self.socks = []
+        for ep in info.get("estop", []):
+            s = self.ctx.socket(zmq.PUSH)
+            s.linger = linger_ms
+            s.sndhwm = 16
+            configure_curve(s, info.get("security"))
+            s.connect(ep)
+            self.socks.append(s)
+        self._seq = 0
+
+    def send(self, reason: str) -> int:
+        """Push one ``estop`` event to every effector process; return how many took it."""
+        import time
+
+        import zmq
+
+        from bciarm.bus import codec
+        from bciarm.bus.messages import Event, Header
+
+        frame = codec.encode("event", Event(Header(self._seq, time.monotonic_ns(), "operator"),
+                                            "estop", {"reason": reason}))
+        self._seq += 1
+        sent = 0
+        for s in self.socks:
+            try:
+                s.send_multipart(frame, zmq.NOBLOCK)
+                sent += 1
+            except zmq.Again:  # not connected (process restarting): the supervisor's path holds
+                pass
+        return sent
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
+        if self._own:
+            self.ctx.term()
+
+
+def send_estop(info: dict[str, Any], reason: str = "operator", line: EstopLine | None = None,
+               context: Any = None) -> dict[str, Any]:
+    """E-stop the session: the e-stop line first, then the supervisor (see the module doc).
+
+    Returns the supervisor's reply plus ``direct``: the effector processes the e-stop
+    line reached.  Raises ClickException if the supervisor does not answer (the
+    effectors on the line are latched by then)."""
+    own = line is None
+    if own:
+        line = EstopLine(info, context)
+    try:
+        direct = line.send(reason)
+        reply = operator_request(info, "estop", context=context)
+    finally:
+        if own:
+            line.close()
+    return {**reply, "direct": direct}
+
+
 _session_opt = click.option("--session", type=click.Path(file_okay=False, path_type=Path),
                             help="Session folder (default: the current session, see README).")
 _json_opt = click.option("--json", "as_json", is_flag=True, help="Print the reply as JSON.")
@@ -105,7 +190,7 @@ def stop(session: Path | None) -> None:
 @_session_opt
 def estop(session: Path | None) -> None:
     """Latch every effector to stopped (within one control tick) until `bciarm resume`."""
-    operator_request(find_runtime(session), "estop")
+    send_estop(find_runtime(session), "operator (bciarm estop)")
     click.echo("e-stop latched")
 
 

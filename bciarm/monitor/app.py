@@ -7,7 +7,10 @@ Routes (every one needs the session token: ``?token=…``, or the
 * ``GET /api/state`` — one snapshot (JSON): :meth:`LiveState.snapshot` + ``health``;
 * ``GET /api/stream`` — the same snapshot every ``period_s`` as server-sent events;
 * ``POST /api/command`` — ``{"cmd": "estop" | "resume" | "pause" | "start" | "assist" |
-  "gain", "level"/"gain": x}`` through the observer (the session's own control path).
+  "gain", "level"/"gain": x}`` through the observer (the session's own control path);
+* ``WS /api/ws`` — the same commands (with an ``id`` echoed in the reply) over a
+  WebSocket the page keeps open: a press costs one frame on an open
+  connection, no request set-up.  Without the token the handshake is refused (403).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
@@ -30,7 +33,8 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bciarm.monitor.live import LiveState
 from bciarm.monitor.observer import CommandError, SessionObserver
@@ -50,11 +54,12 @@ class Monitor:
     token : str, optional
         The session token (default: a fresh random one, printed by ``bciarm monitor``).
     period_s : float
-        Update period of the event stream.
+        Update period of the event stream (5 Hz: live enough for a person to follow,
+        light on the CPU the session and the e-stop path share).
     """
 
     def __init__(self, observer: SessionObserver, token: str | None = None,
-                 period_s: float = 0.1) -> None:
+                 period_s: float = 0.2) -> None:
         self.observer = observer
         self.token = token or secrets.token_urlsafe(24)
         self.period_s = period_s
@@ -67,6 +72,7 @@ class Monitor:
             Route("/api/state", self.state),
             Route("/api/stream", self.stream),
             Route("/api/command", self.command, methods=["POST"]),
+            WebSocketRoute("/api/ws", self.ws),
         ])
 
     # ------------------------------------------------------------------ threads
@@ -102,7 +108,7 @@ class Monitor:
 
     # ------------------------------------------------------------------ http
 
-    def authorised(self, request: Request) -> bool:
+    def authorised(self, request: HTTPConnection) -> bool:
         given = request.query_params.get("token") or request.headers.get(TOKEN_HEADER) or ""
         return secrets.compare_digest(given.encode(), self.token.encode())
 
@@ -152,20 +158,48 @@ class Monitor:
         except (ValueError, KeyError, AttributeError, TypeError):
             return JSONResponse({"ok": False, "error": "send JSON {\"cmd\": ...}"},
                                 status_code=400)
+        status, reply = await self.run_command(cmd, body, t_recv)
+        return JSONResponse(reply, status_code=status)
+
+    async def ws(self, websocket: WebSocket) -> None:
+        if not self.authorised(websocket):
+            await websocket.close(code=1008)  # before accept: the handshake gets a 403
+            return
+        await websocket.accept()
+        try:
+            while True:
+                text = await websocket.receive_text()
+                t_recv = time.monotonic_ns()
+                rid = None
+                try:
+                    body = json.loads(text)
+                    rid = body.pop("id", None)
+                    cmd = str(body.pop("cmd"))
+                except (ValueError, KeyError, AttributeError, TypeError):
+                    await websocket.send_text(json.dumps(
+                        {"id": rid, "ok": False, "error": "send JSON {\"cmd\": ...}"}))
+                    continue
+                _, reply = await self.run_command(cmd, body, t_recv)
+                await websocket.send_text(json.dumps({"id": rid, **reply}))
+        except WebSocketDisconnect:
+            return
+
+    async def run_command(self, cmd: str, body: dict[str, Any],
+                          t_recv: int) -> tuple[int, dict[str, Any]]:
+        """Run one operator command; return (HTTP status, reply)."""
         try:
             if cmd == "estop":
-                # No thread-pool hop for the e-stop: it is short and must not queue.
+                # In the event loop, at once: no thread-pool hop, nothing queued before it.
                 reply = self.observer.command(cmd, **body)
             else:
                 reply = await run_in_threadpool(self.observer.command, cmd, **body)
         except CommandError as exc:
-            return JSONResponse({"ok": False, "error": str(exc)}, status_code=409)
+            return 409, {"ok": False, "error": str(exc)}
         except TypeError as exc:
-            return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+            return 400, {"ok": False, "error": str(exc)}
         log.warning("operator: %s %s", cmd, body)
-        # When the request arrived and was answered (monotonic ns): the page shows the delay.
-        return JSONResponse({"ok": True, **reply, "t_recv_ns": t_recv,
-                             "t_reply_ns": time.monotonic_ns()})
+        # When the command arrived and was answered (monotonic ns): the page shows the delay.
+        return 200, {"ok": True, **reply, "t_recv_ns": t_recv, "t_reply_ns": time.monotonic_ns()}
 
 
 def serve(monitor: Monitor, host: str = "127.0.0.1", port: int = 8765,

@@ -101,7 +101,7 @@ class LiveState:
         self.counts["state"] += 1
         e = self.effectors.setdefault(name, {"trail": deque(maxlen=TRAIL_LEN), "n": 0})
         e["n"] += 1
-        pos = [float(v) for v in msg.position]
+        pos = [round(float(v), 4) for v in msg.position]  # 0.1 mm: the page needs no more
         e.update(t_s=t, position=pos, speed=float(np.linalg.norm(msg.velocity)),
                  estopped=bool(msg.estopped), guards=list(msg.guards))
         if e["n"] % TRAIL_EVERY == 0:

@@ -114,8 +114,13 @@ class RealtimeObserver(SessionObserver):
         self._ended = False
         import zmq
 
-        # One context for every command (a new one per e-stop would cost time).
+        from bciarm.commands.realtime import EstopLine
+
+        # One context for every command (a new one per e-stop would cost time), and the
+        # e-stop line to every effector process connected now, ready for a press.
         self._ctx = zmq.Context()
+        self._line = EstopLine(self.info, self._ctx)
+        self._line_lock = threading.Lock()
 
     @property
     def session_dir(self) -> Path:
@@ -151,10 +156,15 @@ class RealtimeObserver(SessionObserver):
             return ""
 
     def command(self, cmd: str, **args: Any) -> dict[str, Any]:
-        from bciarm.commands.realtime import operator_request
+        from bciarm.commands.realtime import operator_request, send_estop
 
         args = check_command(cmd, args)
-        reply = _unclick(operator_request, self.info, cmd, context=self._ctx, **args)
+        if cmd == "estop":  # the one e-stop path (`bciarm estop` too)
+            with self._line_lock:
+                reply = _unclick(send_estop, self.info, "operator (monitor)", line=self._line,
+                                 context=self._ctx)
+        else:
+            reply = _unclick(operator_request, self.info, cmd, context=self._ctx, **args)
         if not reply.get("ok"):
             raise CommandError(str(reply.get("error", "refused")))
         return reply

@@ -92,16 +92,46 @@ const token = new URLSearchParams(location.search).get("token") || "";
 const $ = (id) => document.getElementById(id);
 let last = null;
 
+// Commands go over a WebSocket kept open (a press is one frame on it: no request set-up,
+// no handshake); over HTTP only while it is down.
+let ws = null, wsSeq = 0;
+const pending = new Map();
+function openWs() {
+  const w = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host +
+                          "/api/ws?token=" + encodeURIComponent(token));
+  w.onopen = () => { ws = w; };
+  w.onmessage = (m) => {
+    const j = JSON.parse(m.data), done = pending.get(j.id);
+    if (done) { pending.delete(j.id); done(j); }
+  };
+  w.onclose = () => {
+    if (ws === w) ws = null;
+    for (const done of pending.values()) done({ok: false, error: "command channel closed"});
+    pending.clear();
+    setTimeout(openWs, 500);
+  };
+}
+openWs();
+function request(body) {
+  if (ws && ws.readyState === WebSocket.OPEN) {
+    const id = ++wsSeq;
+    const reply = new Promise((resolve) => pending.set(id, resolve));
+    ws.send(JSON.stringify(Object.assign({id: id}, body)));
+    return reply;
+  }
+  return fetch("/api/command?token=" + encodeURIComponent(token), {
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)})
+    .then((r) => r.json());
+}
+
 // Every command: press time (wall clock, ms) and how long the session took to acknowledge.
 window.lastCommand = null;
 async function send(cmd, extra) {
   const pressed = performance.timeOrigin + performance.now();
-  window.lastCommand = {cmd: cmd, pressed_ms: pressed, ack_ms: null, ok: null};
-  const body = Object.assign({cmd: cmd}, extra || {});
+  const via = (ws && ws.readyState === WebSocket.OPEN) ? "ws" : "http";
+  window.lastCommand = {cmd: cmd, pressed_ms: pressed, ack_ms: null, ok: null, via: via};
   try {
-    const r = await fetch("/api/command?token=" + encodeURIComponent(token), {
-      method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
-    const j = await r.json();
+    const j = await request(Object.assign({cmd: cmd}, extra || {}));
     const ack = performance.timeOrigin + performance.now() - pressed;
     Object.assign(window.lastCommand, {ack_ms: ack, ok: j.ok, reply: j});
     $("msg").textContent = j.ok ? (cmd + ": done (acknowledged in " + ack.toFixed(0) + " ms)")
@@ -119,9 +149,12 @@ $("gain").addEventListener("input", () => $("gain-v").textContent = (+$("gain").
 $("assist-apply").addEventListener("click", () => send("assist", {level: +$("assist").value}));
 $("gain-apply").addEventListener("click", () => send("gain", {gain: +$("gain").value}));
 document.addEventListener("keydown", (ev) => {
-  if (ev.code === "Space" || ev.key === " ") { ev.preventDefault(); send("estop"); }
+  if (ev.code === "Space" || ev.key === " ") { ev.preventDefault(); if (!ev.repeat) send("estop"); }
 }, true);
 
+// Touch the DOM only where something changed (layout and paint cost CPU the e-stop path needs).
+const shown = new Map();
+function setHTML(id, html) { if (shown.get(id) !== html) { shown.set(id, html); $(id).innerHTML = html; } }
 function fmt(v, d) { return (v === null || v === undefined) ? "—" : (+v).toFixed(d); }
 
 function drawView(s) {
@@ -230,23 +263,27 @@ function render(s) {
         `<td>${p.restarts ?? ""}</td></tr>`);
     }
   }
-  $("health").innerHTML = rows.join("") || `<tr><td colspan="9">${h.error || "no status yet"}</td></tr>`;
+  setHTML("health", rows.join("") || `<tr><td colspan="9">${h.error || "no status yet"}</td></tr>`);
   $("latency").textContent = s.latency_ms ? ("neural frame → effector state: p50 " + s.latency_ms.p50.toFixed(1) +
     " ms, p99 " + s.latency_ms.p99.toFixed(1) + " ms") : "";
   const effs = Object.entries(s.effectors || {}).map(([n, e]) =>
     `${n}: (${e.position.map((x) => x.toFixed(3)).join(", ")}) m, ${(e.speed * 1000).toFixed(0)} mm/s` +
     (e.estopped ? " — E-STOPPED" : "") + (e.guards.length ? " [" + e.guards.join(",") + "]" : ""));
   $("effector-text").textContent = effs.join(" · ");
-  const ev = $("events");
-  ev.innerHTML = (s.events || []).slice().reverse().map((e) =>
-    `<div class="k-${e.kind}">${e.t_s.toFixed(2)} ${e.kind} <span class="dim">${e.src} ${JSON.stringify(e.data)}</span></div>`).join("");
+  setHTML("events", (s.events || []).slice().reverse().map((e) =>
+    `<div class="k-${e.kind}">${e.t_s.toFixed(2)} ${e.kind} <span class="dim">${e.src} ${JSON.stringify(e.data)}</span></div>`).join(""));
   drawView(s); drawTrace(s); drawHeat(s);
 }
 
 // Warm the connection the commands use, and draw the first picture at once.
 fetch("/api/state?token=" + encodeURIComponent(token)).then((r) => r.json()).then(render).catch(() => {});
 const es = new EventSource("/api/stream?token=" + encodeURIComponent(token));
-es.onmessage = (m) => render(JSON.parse(m.data));
+// At most one redraw per animation frame, of the newest snapshot (none piles up under load).
+let latest = null;
+es.onmessage = (m) => {
+  if (latest === null) requestAnimationFrame(() => { const d = latest; latest = null; render(JSON.parse(d)); });
+  latest = m.data;
+};
 es.onerror = () => { $("banner").className = "ended"; $("banner").textContent = "monitor disconnected"; };
 </script>
 </body></html>

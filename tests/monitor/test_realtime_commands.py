@@ -22,7 +22,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_pause_start_assist_gain(tmp_path, runtime_dir, spawn):  # noqa: F811
-    cfg = graph(tmp_path, cal_trials=4, closed_trials=3)
+    # Calibration long enough (~15 s) for the `pause` CLI to land in it on a loaded machine
+    # (at load 26 one `bciarm` command took 5 s to start; 4 trials were over in 6.5 s).
+    cfg = graph(tmp_path, cal_trials=10, closed_trials=3)
     proc = spawn([*CLI, "run", str(cfg), "--mode", "realtime", "--out", str(tmp_path / "s")],
                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     current = runtime_dir / "current.json"
