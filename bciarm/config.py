@@ -85,6 +85,10 @@ class BlockSpec(_Strict):
         "visual feedback delay; 0: its current position, as Gilja et al. 2012)")
     keep_dynamics: bool = Field(False, description="refit: keep A and W from calibration, refit "
                                 "only C and Q")
+    position_feedback: bool = Field(
+        False, description="refit: the refit decoder models position and velocity and runs with "
+        "position feedback (ReFIT-KF, Gilja et al. 2012); the decoder node needs "
+        "position_feedback: true")
 
     @model_validator(mode="after")
     def _adaptation_needs_closed_loop(self) -> "BlockSpec":
@@ -322,6 +326,17 @@ def _validate_nodes(config: GraphConfig, source: str) -> None:
             problems.append(format_validation_error(source, exc, where + ("params",), cls.Params))
         except (TypeError, ValueError) as exc:
             problems.append(f"{source}: {_key_path(where + ('params',))}: {exc}")
+    # A ReFIT-KF block (position_feedback) hands over a decoder whose position
+    # states must be fed the effector's position by its decoder node.
+    for i, block in enumerate(config.protocol.blocks):
+        if block.kind == "refit" and block.position_feedback:
+            off = [n for n in config.nodes_of("decoder")
+                   if not config.nodes[n].params.get("position_feedback", False)]
+            if off:
+                problems.append(
+                    f"{source}: protocol.blocks.{i}.position_feedback: the refit decoder needs "
+                    f"position feedback from its decoder node. Fix: set "
+                    f"nodes.{off[0]}.params.position_feedback: true (or drop it from the block)")
     if problems:
         raise ConfigError("\n".join(problems))
 

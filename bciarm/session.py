@@ -446,6 +446,7 @@ class Session:
                              "half_life_s": spec.half_life_s,
                              "normalise_speed": spec.normalise_speed,
                              "keep_dynamics": spec.keep_dynamics,
+                             "position_feedback": spec.position_feedback,
                              "label_speed": spec.label_speed,
                              "feedback_delay_s": spec.feedback_delay_s}
                 blocks.append(self._run_block(

@@ -646,6 +646,10 @@ cdef class FullFilter:
         State and posterior covariance, updated in place by :meth:`step`.
     n_out, n_pos : int
         As for :class:`SteadyFilter`.
+    cache : bool
+        Look the covariance up once its floating-point limit cycle is known
+        (default; bit-identical). False recomputes the covariance recursion on
+        every step (the benchmark's ``bciarm-full-nocache``).
     """
     cdef const double[:, ::1] _A
     cdef const double[:, ::1] _W
@@ -657,8 +661,9 @@ cdef class FullFilter:
     cdef double[::1] _cyc
     cdef int _cstate[4]
     cdef readonly int state_dim, n_channels, n_out, n_pos
+    cdef readonly bint cache
 
-    def __cinit__(self, A, W, S, G, x, P, int n_out, int n_pos=0):
+    def __cinit__(self, A, W, S, G, x, P, int n_out, int n_pos=0, bint cache=True):
         self._A = A
         self._W = W
         self._S = S
@@ -674,6 +679,7 @@ cdef class FullFilter:
         self._work = np.empty(_full_work_size(self.state_dim), dtype=np.float64)
         self._cyc = np.zeros(_cycle_work_size(self.state_dim), dtype=np.float64)
         self._cstate[0] = self._cstate[1] = self._cstate[2] = self._cstate[3] = 0
+        self.cache = cache
 
     @property
     def work_nbytes(self):
@@ -701,10 +707,15 @@ cdef class FullFilter:
         cdef const double* zp = <const double*>cnp.PyArray_DATA(zarr)
         cdef bint ok
         with nogil:
-            ok = _full_update_cached(&self._A[0, 0], &self._W[0, 0], &self._S[0, 0],
-                                     &self._G[0, 0], &self._x[0], &self._P[0, 0], zp,
-                                     &self._work[0], self.state_dim, self.n_channels,
-                                     &self._cyc[0], self._cstate)
+            if self.cache:
+                ok = _full_update_cached(&self._A[0, 0], &self._W[0, 0], &self._S[0, 0],
+                                         &self._G[0, 0], &self._x[0], &self._P[0, 0], zp,
+                                         &self._work[0], self.state_dim, self.n_channels,
+                                         &self._cyc[0], self._cstate)
+            else:
+                ok = _full_update(&self._A[0, 0], &self._W[0, 0], &self._S[0, 0],
+                                  &self._G[0, 0], &self._x[0], &self._P[0, 0], zp,
+                                  &self._work[0], self.state_dim, self.n_channels)
             if ok:
                 _emit(&self._x[0], op, self.n_out, self.n_pos, gain)
         if not ok:

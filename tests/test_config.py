@@ -88,3 +88,15 @@ def test_unknown_builtin_name_lists_the_builtins():
 def test_top_level_must_be_a_mapping():
     with pytest.raises(ConfigError, match="mapping"):
         parse_config([1, 2], "x.yaml")
+
+
+def test_refit_kf_block_needs_position_feedback_on_the_decoder_node(tmp_path):
+    from bciarm.config import resolve_config_path
+
+    text = resolve_config_path("arm_refit").read_text(encoding="utf-8")
+    assert "position_feedback: true" in text  # the shipped ReFIT-KF config
+    path = tmp_path / "c.yaml"
+    path.write_text(text.replace("      position_feedback: true\n", "", 1), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c.yaml: protocol.blocks.0.position_feedback: .*"
+                                          r"Fix: set nodes.decoder.params.position_feedback"):
+        load_config(path)

@@ -43,7 +43,8 @@ from bciarm import registry
 from bciarm.bus.messages import EffectorState, Event, Intent, Message, NeuralFrame, TaskState
 from bciarm.bus.node import Node, NodeParams
 from bciarm.decoders.features import FeatureTransformer, transform_counts
-from bciarm.decoders.kalman import KalmanDecoder, kinematic_states
+from bciarm.decoders.kalman import (KalmanDecoder, _fit_observation, _fit_transition,
+                                    kinematic_states)
 from bciarm.space import Axis, axis_indices
 
 __all__ = ["AdaptationNode", "BatchData", "SpeedProfile", "intended_velocity", "refit_decoder",
@@ -172,7 +173,8 @@ class BatchData:
 
 
 def refit_decoder(decoder: KalmanDecoder, Z: np.ndarray, V: np.ndarray,
-                  P: np.ndarray | None = None, keep_dynamics: bool = False) -> KalmanDecoder:
+                  P: np.ndarray | None = None, keep_dynamics: bool = False,
+                  position_feedback: bool = False) -> KalmanDecoder:
     """ReFIT: refit the decoder on intention estimates.
 
     Parameters
@@ -182,12 +184,32 @@ def refit_decoder(decoder: KalmanDecoder, Z: np.ndarray, V: np.ndarray,
     Z, V : ndarray
         Features and intention estimates of the block.
     P : ndarray, optional
-        Effector positions (position states, with ``keep_dynamics``).
+        Effector positions (position states, with ``keep_dynamics`` or
+        ``position_feedback``).
     keep_dynamics : bool
         Keep A and W (fit from calibration) and refit only C and Q. The
         intention estimates are the filter's own, smoothed, output rotated, so
         dynamics fit to them are smoother than the user's movements.
+    position_feedback : bool
+        ReFIT-KF as published (Gilja et al. 2012): the refit model has position
+        and velocity states, its position states are the effector's *actual*
+        positions ``P`` (not integrated labels), and the decoder returned runs
+        with ``position_feedback=True`` (the causal intervention: position is
+        observed, see :meth:`KalmanDecoder.set_position`). A and W are fit with
+        :func:`~bciarm.decoders.kalman.fit_kalman_model`'s rules (exact
+        kinematic rows for position, regressed velocity rows); C and Q by
+        least squares on ``[P, V, 1]``.
     """
+    if position_feedback:
+        if P is None:
+            raise ValueError("ReFIT with position feedback needs the effector positions P")
+        states = np.hstack([np.asarray(P, dtype=float), np.asarray(V, dtype=float),
+                            np.ones((len(V), 1))])
+        A, W = _fit_transition(states, V.shape[1], decoder.dt_, True)
+        C, Q = _fit_observation(np.asarray(Z, dtype=float), states, float(decoder.alpha),
+                                float(decoder.q_ridge))
+        params = {**decoder.get_params(), "include_position": True, "position_feedback": True}
+        return type(decoder).from_params(A=A, W=W, C=C, Q=Q, dt=decoder.dt_, **params)
     if keep_dynamics:
         P = np.zeros_like(V) if P is None else P
         return smoothbatch_update(decoder, Z, V, P, 0.0)
@@ -287,6 +309,7 @@ class AdaptationNode(Node):
         self.speed_ref = 0.0
         self.normalise = self.params.normalise_speed
         self.keep_dynamics = False
+        self.position_feedback = False
         self.label_speed = self.params.label_speed
         self.feedback_delay_s = 0.0
         self._seen: deque[tuple[int, np.ndarray]] = deque(maxlen=256)
@@ -364,6 +387,7 @@ class AdaptationNode(Node):
             self.half_life_s = float(d.get("half_life_s", self.half_life_s))
             self.normalise = bool(d.get("normalise_speed", self.params.normalise_speed))
             self.keep_dynamics = bool(d.get("keep_dynamics", False))
+            self.position_feedback = bool(d.get("position_feedback", False))
             self.label_speed = str(d.get("label_speed", self.params.label_speed))
             self.feedback_delay_s = float(d.get("feedback_delay_s", 0.0))
             self._seen.clear()
@@ -434,8 +458,9 @@ class AdaptationNode(Node):
             return
         Z, V, P = self.data.arrays()
         V = self._labels(V)
-        self._publish(refit_decoder(self.decoder, Z, V, P, self.keep_dynamics), f"decoder_refit_{self.block}.npz",
-                      method="refit", bins=len(Z))
+        new = refit_decoder(self.decoder, Z, V, P, self.keep_dynamics, self.position_feedback)
+        self._publish(new, f"decoder_refit_{self.block}.npz", method="refit", bins=len(Z),
+                      position_feedback=self.position_feedback)
 
     def _smoothbatch(self) -> None:
         if self.decoder is None or len(self.data) < self.params.min_bins:

@@ -5,7 +5,14 @@ Implementations (``impl`` names of :func:`run_bench`):
 ``bciarm-steady`` / ``bciarm-full``
     The compiled online filters that :meth:`KalmanDecoder.step` calls
     (``engine.step(z, gain)``); built here straight from d x N matrices so
-    that N = 10000 does not need an N x N Q in memory.
+    that N = 10000 does not need an N x N Q in memory. ``bciarm-full``
+    looks the covariance up once the recursion has reached its floating-point
+    limit cycle (bit-identical; see ``ext/_kalman.pyx``).
+``bciarm-full-nocache``
+    The same full update recomputing the covariance recursion on every step
+    (no look-up): information form with ``S = C' Q^-1 C`` and ``G = C' Q^-1``
+    precomputed, so a step is one d x N matrix-vector product plus O(d^3)
+    d x d work, and the d x N gain is never formed.
 ``numpy-steady``
     The same steady-state math in plain NumPy: ``x = F @ x + K @ z``, output copied.
 ``filterpy``
@@ -60,7 +67,8 @@ MIN_SAMPLE_NS = 5_000
 #: Most steps in one timing sample.
 MAX_STEPS_PER_SAMPLE = 64
 
-IMPLS = ("bciarm-steady", "bciarm-full", "numpy-steady", "filterpy", "pykalman", "neural-decoding")
+IMPLS = ("bciarm-steady", "bciarm-full", "bciarm-full-nocache", "numpy-steady", "filterpy",
+         "pykalman", "neural-decoding")
 REFERENCE_IMPLS = ("filterpy", "pykalman", "neural-decoding")
 
 
@@ -118,9 +126,9 @@ def _steppers(impl: str, m: dict[str, np.ndarray], d: int) -> Callable[[np.ndarr
     if impl == "bciarm-steady":
         # The bound method KalmanDecoder.step calls (gain defaults to 1).
         return _kalman.SteadyFilter(m["F"], m["K"], x0.copy(), d - 1, 0).step
-    if impl == "bciarm-full":
+    if impl in ("bciarm-full", "bciarm-full-nocache"):
         return _kalman.FullFilter(m["A"], m["W"], m["S"], m["G"], x0.copy(), np.zeros((d, d)),
-                                  d - 1, 0).step
+                                  d - 1, 0, cache=impl == "bciarm-full").step
     if impl == "numpy-steady":
         F, K = m["F"], m["K"]
         state = {"x": x0.copy()}
@@ -282,7 +290,8 @@ def ratios(results: list[dict[str, Any]], state_dim: int = 7) -> dict[str, float
     """The acceptance ratios of one run (None where a measurement is missing).
 
     ``steady_vs_numpy``: numpy-steady / bciarm-steady median at N = 192;
-    ``full_vs_filterpy``: filterpy / bciarm-full at N = 192;
+    ``full_vs_filterpy``: filterpy / bciarm-full at N = 192 (``full_nocache_vs_filterpy``:
+    the same against bciarm-full-nocache);
     ``full_4096_vs_192``: bciarm-full at 4096 / at 192.
     """
     med = {(r["impl"], r["n_channels"], r["state_dim"]): r["median_us"] for r in results}
@@ -294,6 +303,8 @@ def ratios(results: list[dict[str, Any]], state_dim: int = 7) -> dict[str, float
     return {
         "steady_vs_numpy_192": ratio(("numpy-steady", 192, d), ("bciarm-steady", 192, d)),
         "full_vs_filterpy_192": ratio(("filterpy", 192, d), ("bciarm-full", 192, d)),
+        "full_nocache_vs_filterpy_192": ratio(("filterpy", 192, d),
+                                              ("bciarm-full-nocache", 192, d)),
         "full_4096_vs_192": ratio(("bciarm-full", 4096, d), ("bciarm-full", 192, d)),
         "steady_vs_numpy_1024": ratio(("numpy-steady", 1024, d), ("bciarm-steady", 1024, d)),
     }

@@ -25,7 +25,7 @@ from bciarm.sources import population as _pop
 from bciarm.sources import user as _user
 from bciarm.sources.drift import Drift, DriftSpec
 from bciarm.sources.population import CosineTunedPopulation
-from bciarm.sources.user import SimulatedUser
+from bciarm.sources.user import ObservationSpec, SimulatedUser
 from bciarm.sources.drive_user import DriveUser
 from bciarm.sources.joint_user import JointView
 from bciarm.space import DRIVE_AXES, axis_indices, intent_space
@@ -114,6 +114,11 @@ class SimulatedSource(Node):
                               "from the node's session generator.  Fix it to keep the same "
                               "subject across sessions with different seeds.")
         keep_history: bool = Field(True, description="Record every frame's intended velocity.")
+        observation: ObservationSpec = Field(
+            default_factory=ObservationSpec,
+            description="How a reach user's intention differs while watching open-loop "
+                        "calibration (engagement, extra_lag_s, noise_rel; off by default); see "
+                        "bciarm.sources.user.")
         drift: DriftSpec = Field(default_factory=DriftSpec,
                                  description="Non-stationarity (off by default); see "
                                              "bciarm.sources.drift.")
@@ -190,7 +195,8 @@ class SimulatedSource(Node):
         else:
             self.user = SimulatedUser(
                 k, feedback_delay_s=p.feedback_delay_s, preferred_speed=p.preferred_speed,
-                gain=p.gain, noise_rel=p.noise_rel, noise_abs=p.noise_abs, rng=user_rng)
+                gain=p.gain, noise_rel=p.noise_rel, noise_abs=p.noise_abs, rng=user_rng,
+                observation=p.observation)
         self._spike_rng = spike_rng
         # A fourth, independent stream only when drift is on, so the default
         # session draws exactly what it drew before drift existed.
@@ -226,6 +232,11 @@ class SimulatedSource(Node):
             else:
                 self._target = (np.asarray(msg.target, dtype=float)[self._idx]
                                 if msg.phase in TARGET_PHASES else None)
+        elif isinstance(msg, Event) and msg.kind == "block_start":
+            # Open loop: the user watches the autopilot (see ObservationSpec).
+            if isinstance(self.user, SimulatedUser):
+                self.user.observing = msg.data.get("mode") == "open_loop"
+            return
         elif isinstance(msg, Event) and self._joints is not None and self._joints.on_event(msg):
             return  # the goal is shown with the task's next TaskState
         else:

@@ -15,6 +15,20 @@ constant part (``noise_abs`` m/s).
 
 The same speed profile, without noise or delay, drives the effector in open
 loop (:func:`aim_velocity`, used by :mod:`bciarm.tasks.center_out`).
+
+**Observation (open-loop calibration).** While the task's autopilot moves the
+effector the user only watches and imagines the movement. Motor-cortex
+activity during observation is congruent with, but weaker than, activity
+during the user's own control (Tkach, Reimer & Hatsopoulos 2007, J Neurosci
+27:13241), and in people with tetraplegia decoders calibrated on watched
+(open-loop) movements are worse than decoders calibrated in closed loop,
+because the imagined movement follows the display with an uncertain timing
+and only loosely matches it (Jarosiewicz et al. 2013, J Neural Eng
+10:046012; Kim et al. 2008, J Neural Eng 5:455). :class:`ObservationSpec`
+models this while :attr:`SimulatedUser.observing` is set: the imagined
+velocity is the aim seen ``extra_lag_s`` later than in control, scaled by
+``engagement``, with extra signal-dependent noise ``noise_rel``. All off by
+default (a user who intends exactly the displayed movement).
 """
 
 from __future__ import annotations
@@ -22,6 +36,7 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 
 DEFAULT_FEEDBACK_DELAY_S = 0.15
@@ -33,6 +48,27 @@ DEFAULT_NOISE_ABS = 0.005
 # Observations are time-stamped in seconds; allow this much rounding when
 # comparing an observation time with ``t - delay``.
 _T_EPS = 1e-9
+
+
+class ObservationSpec(BaseModel):
+    """How the user's intention differs while watching open-loop calibration (see module doc).
+
+    Defaults: no difference (intention = the aim at the displayed movement).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    engagement: float = Field(1.0, gt=0.0, le=1.0, description="Fraction of the aim's speed "
+                              "the watching user imagines (modulation is weaker during "
+                              "observation; Tkach et al. 2007).")
+    extra_lag_s: float = Field(0.0, ge=0.0, le=1.0, description="The imagined movement follows "
+                               "the display this much later than the user's own control does, s.")
+    noise_rel: float = Field(0.0, ge=0.0, description="Extra motor-noise s.d. while watching, "
+                             "as a fraction of the imagined speed (per axis).")
+
+    @property
+    def enabled(self) -> bool:
+        return self.engagement != 1.0 or self.extra_lag_s > 0 or self.noise_rel > 0
 
 
 def aim_velocity(position: np.ndarray, target: np.ndarray, preferred_speed: float,
@@ -74,11 +110,15 @@ class SimulatedUser:
         Constant motor noise standard deviation (m/s, per axis).
     rng : numpy.random.Generator or int or None
         Source of the motor noise.
+    observation : ObservationSpec, optional
+        The intention while :attr:`observing` (open-loop calibration).
 
     Attributes
     ----------
     intended_velocity : ndarray, shape (k,)
         Last value returned by :meth:`intend`.
+    observing : bool
+        The user watches an autopilot (open loop) rather than controls.
     """
 
     def __init__(
@@ -91,6 +131,7 @@ class SimulatedUser:
         noise_rel: float = DEFAULT_NOISE_REL,
         noise_abs: float = DEFAULT_NOISE_ABS,
         rng: np.random.Generator | int | None = None,
+        observation: ObservationSpec | None = None,
     ) -> None:
         if feedback_delay_s < 0 or preferred_speed < 0 or gain <= 0:
             raise ValueError("feedback_delay_s and preferred_speed must be >= 0, gain > 0")
@@ -106,6 +147,8 @@ class SimulatedUser:
         # (t_s, position or None, target or None), oldest first.
         self._seen: deque[tuple[float, np.ndarray | None, np.ndarray | None]] = deque()
         self.intended_velocity = np.zeros(self.n_dims)
+        self.observation = observation if observation is not None else ObservationSpec()
+        self.observing = False
 
     def observe(self, t_s: float, position: np.ndarray | None,
                 target: np.ndarray | None) -> None:
@@ -120,14 +163,16 @@ class SimulatedUser:
         tgt = None if target is None else np.array(target, dtype=float).reshape(self.n_dims)
         self._seen.append((float(t_s), pos, tgt))
 
-    def perceived(self, t_s: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def perceived(self, t_s: float, extra_delay_s: float = 0.0
+                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Position and target as perceived at ``t_s`` (what was seen at ``t_s - delay``).
 
         Returns ``(None, None)`` before the first observation is old enough.
         Drops observations that can no longer be needed, so the buffer holds
-        about ``delay / observation period`` entries.
+        about ``delay / observation period`` entries. ``extra_delay_s`` looks
+        further back (observation); it may shrink over time, never grow.
         """
-        cutoff = t_s - self.feedback_delay_s + _T_EPS
+        cutoff = t_s - self.feedback_delay_s - extra_delay_s + _T_EPS
         seen = self._seen
         # Keep the newest observation at or before the cutoff, drop older ones.
         while len(seen) >= 2 and seen[1][0] <= cutoff:
@@ -146,14 +191,19 @@ class SimulatedUser:
         call that has something to aim at, so the noise stream does not
         depend on the trajectory.
         """
-        pos, tgt = self.perceived(t_s)
+        obs = self.observation if self.observing and self.observation.enabled else None
+        pos, tgt = self.perceived(t_s, obs.extra_lag_s if obs is not None else 0.0)
         if pos is None or tgt is None:
             v = np.zeros(self.n_dims)
         else:
             v = aim_velocity(pos, tgt, self.preferred_speed, self.gain)
+            noise_rel = self.noise_rel
+            if obs is not None:
+                v = obs.engagement * v
+                noise_rel = float(np.hypot(noise_rel, obs.noise_rel))
             speed = float(np.linalg.norm(v))
             n = self.rng.standard_normal((2, self.n_dims))
-            v = v + (self.noise_rel * speed) * n[0] + self.noise_abs * n[1]
+            v = v + (noise_rel * speed) * n[0] + self.noise_abs * n[1]
         self.intended_velocity = v
         return v.copy()
 

@@ -81,6 +81,38 @@ def test_refit_learns_the_new_tuning():
     assert kept.score(Z2, V2) > 0.8
 
 
+def test_refit_with_position_feedback_is_refit_kf():
+    """ReFIT-KF (Gilja et al. 2012): position and velocity states, the position
+    states are the effector's actual positions, and the decoder runs with the
+    position intervention. C and Q are least squares on [P, V, 1] (checked with
+    an independent lstsq); A's position rows are the exact kinematics."""
+    rng = np.random.default_rng(2)
+    Z, V, tuning = _tuned(rng)
+    dec = KalmanDecoder(q_ridge=0.0).fit(Z, V, 0.05)
+    P = 0.1 * np.sin(np.arange(len(V))[:, None] / np.array([50.0, 70.0]))  # not the integral of V
+    Z2, V2, _ = _tuned(rng, tuning=-tuning)
+    new = refit_decoder(dec, Z2, V2, P, position_feedback=True)
+    assert new.include_position and new.position_feedback and new.n_velocity_ == 2
+    X = np.hstack([P, V2, np.ones((len(V2), 1))])
+    coef = np.linalg.lstsq(X, Z2, rcond=None)[0]
+    np.testing.assert_allclose(new.C_, coef.T, atol=1e-8)
+    res = Z2 - X @ coef
+    np.testing.assert_allclose(new.Q_, res.T @ res / len(Z2), atol=1e-8)
+    np.testing.assert_array_equal(new.A_[:2, :2], np.eye(2))
+    np.testing.assert_array_equal(new.A_[:2, 2:4], 0.05 * np.eye(2))
+    assert np.all(new.W_[:2] == 0)
+    # Decoding with the actual positions fed back recovers the new velocities.
+    new.reset()
+    out = []
+    for z, p in zip(Z2, P):
+        new.set_position(p)
+        out.append(new.step(z)[2:])
+    r2 = 1 - ((np.array(out) - V2) ** 2).sum(0) / ((V2 - V2.mean(0)) ** 2).sum(0)
+    assert r2.min() > 0.8
+    with pytest.raises(ValueError, match="positions"):
+        refit_decoder(dec, Z2, V2, None, position_feedback=True)
+
+
 def _config(kind: str, features: dict | None = None, **block: object):
     cfg, _ = load_config("arm_clda")
     if features is not None:

@@ -51,3 +51,10 @@ def test_every_impl_runs_with_the_same_reported_blas_threads():
     assert pools and all(p.strip().endswith(": 1 thread(s)") for p in pools), report
     with pytest.raises(ValueError, match="blas_threads"):
         run_bench([96], [3], ["bciarm-full"], budget_s=0.01, blas_threads=0)
+
+
+def test_uncached_full_update_is_a_row_of_its_own():
+    res = run_bench([96], [3], ["bciarm-full", "bciarm-full-nocache"], budget_s=0.01,
+                    blas_threads=1)
+    assert [r["impl"] for r in res] == ["bciarm-full", "bciarm-full-nocache"]
+    assert all(r["median_us"] > 0 for r in res)

@@ -663,6 +663,16 @@ def test_full_filter_cycle_lookup_is_bit_identical(n, d):
     P[0, 0] += 1e-3
     np.testing.assert_array_equal(eng.step(Z[0]), _full_step_loop(A, W, S, G, x_ref, P_ref, Z[:1], d)[0])
 
+    # cache=False (the bench's bciarm-full-nocache) computes the recursion on
+    # every step: the same outputs, and it never reports a known cycle.
+    xn, Pn = x0.copy(), np.zeros((d, d))
+    nocache = _kalman.FullFilter(A, W, S, G, xn, Pn, d - 1, 0, cache=False)
+    assert not nocache.cache and eng.cache
+    got = np.array([nocache.step(z) for z in Z[:300]])
+    np.testing.assert_array_equal(got, _full_step_loop(A, W, S, G, x0.copy(), np.zeros((d, d)),
+                                                       Z[:300], d))
+    assert not nocache.covariance_converged
+
     # full_batch uses the same look-up: equal to the loop as well.
     batch = np.empty((600, d - 1))
     _kalman.full_batch(A, W, S, G, x0, np.zeros((d, d)), Z, batch)

@@ -130,3 +130,36 @@ def test_axis_indices():
     for bad in ([], ["x", "x"], ["w"]):
         with pytest.raises(ValueError):
             axis_indices(bad)
+
+
+def test_observation_is_weaker_later_and_noisier_only_while_watching():
+    from bciarm.sources.user import ObservationSpec
+
+    obs = ObservationSpec(engagement=0.5, extra_lag_s=0.1, noise_rel=0.0)
+    u = quiet_user(feedback_delay_s=0.15, observation=obs)
+    target = np.array([0.0, 0.0])
+    # Left of the target until t = 1.0, right of it afterwards.
+    for t in np.arange(0.0, 1.0, 0.01):
+        u.observe(t, [-0.1, 0.0], target)
+    u.observe(1.0, [0.1, 0.0], target)
+    u.observing = True
+    left = aim_velocity([-0.1, 0.0], target, u.preferred_speed, u.gain)
+    right = aim_velocity([0.1, 0.0], target, u.preferred_speed, u.gain)
+    # Watching: half the aim, and the jump is perceived 0.15 + 0.1 s later.
+    np.testing.assert_allclose(u.intend(1.2), 0.5 * left)
+    np.testing.assert_allclose(u.intend(1.25), 0.5 * right)
+    # In control again: the full aim at the 0.15 s old view.
+    u.observing = False
+    np.testing.assert_allclose(u.intend(1.3), right)
+    # The extra noise is drawn only while watching.
+    noisy = SimulatedUser(2, noise_rel=0.0, noise_abs=0.0, rng=0,
+                          observation=ObservationSpec(noise_rel=0.5))
+    noisy.observe(0.0, [-0.1, 0.0], target)
+    np.testing.assert_allclose(noisy.intend(1.0), left)
+    noisy.observing = True
+    draws = np.array([noisy.intend(1.0 + 0.05 * i) for i in range(2000)])
+    np.testing.assert_allclose(draws.mean(axis=0), left, atol=0.01)
+    np.testing.assert_allclose(draws.std(axis=0), 0.5 * np.linalg.norm(left), rtol=0.1)
+    assert not ObservationSpec().enabled and obs.enabled
+    with pytest.raises(ValueError):
+        ObservationSpec(engagement=0.0)
