@@ -8,6 +8,7 @@ velocity in the log is J(q)·q̇ of the measured joint velocities).
 """
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -56,3 +57,21 @@ def test_drink_session_keeps_the_glass_upright_and_slows_near_the_mouth(tmp_path
     saved = json.loads((result.session_dir / "metrics.json").read_text())
     assert saved["drops"] == m["drops"]
     assert (result.session_dir / "grasp.png").is_file()
+
+
+@pytest.mark.slow
+def test_gestures_session_reaches_the_named_poses(tmp_path):
+    """The built-in ``arm_gestures`` config, shortened: every gesture of the sequence once."""
+    config, _ = load_config("arm_gestures")
+    result = Session(_short(config, calibration=12, trials=6), seed=0, out_dir=tmp_path).run()
+    m = result.metrics
+    # The same --json keys as arm_grasp / arm_drink (no grasps here: grasp_success_rate NaN).
+    assert set(result.json_keys) == {"trials", "success_rate", "blocks_per_min",
+                                     "grasp_success_rate", "drops", "session_dir"}
+    assert m["trials"] == 6 and m["success_rate"] >= 0.5, m
+    assert m["drops"] == 0 and math.isnan(m["grasp_success_rate"])
+    import csv
+
+    with (result.session_dir / "trials.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["mode"] == "closed_loop"]
+    assert [r["item"] for r in rows] == list(config.nodes["task"].params["sequence"])
