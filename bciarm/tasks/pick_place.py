@@ -70,6 +70,10 @@ class PickPlaceTask(ReachGraspTask):
         min_pick_y: float = Field(0.11, ge=0, description="Blocks nearer the partition than "
                                                            "this (centre, m) are out of reach: "
                                                            "the hand would hit the partition.")
+        give_up_after: int = Field(2, ge=1, description="A block whose last this many trials "
+                                                        "in a row timed out is out of play "
+                                                        "(stuck where the hand cannot take "
+                                                        "it); the test goes on without it.")
         slots_y: tuple[float, float] = Field(
             (0.155, 0.235), description="Distances from the partition of the drop points of "
                                         "the near and far row, m: a block must land at least "
@@ -85,6 +89,7 @@ class PickPlaceTask(ReachGraspTask):
         self._far_side = 1.0
         self._last_pos: np.ndarray | None = None
         self._last_t = -1
+        self.out_of_play: set[str] = set()
 
     def _side(self, pos: np.ndarray) -> float:
         """-1 / +1 for a block resting in a compartment, 0 for anything else."""
@@ -100,10 +105,12 @@ class PickPlaceTask(ReachGraspTask):
         p = self.params
         if w is None:
             return None
+        self._check_stuck()
         for _ in range(2):
             here = [n for n in p.objects if n in w.objects
                     and self._side(w.objects[n][0]) == self.source_side
-                    and abs(w.objects[n][0][1] - p.partition_y) >= p.min_pick_y]
+                    and abs(w.objects[n][0][1] - p.partition_y) >= p.min_pick_y
+                    and n not in self.out_of_play]
             if here:
                 break
             self.source_side = -self.source_side
@@ -152,6 +159,15 @@ class PickPlaceTask(ReachGraspTask):
             Step("land", drop, aperture=p.open_aperture, tol=p.tol, kind="settle"),
         ]
         return name, steps
+
+    def _check_stuck(self) -> None:
+        """Put a block out of play after ``give_up_after`` timeouts in a row on it."""
+        k = self.params.give_up_after
+        last = self.trials[-k:]
+        if (len(last) == k and all(t.outcome == "timeout" for t in last)
+                and len({t.item for t in last}) == 1 and last[0].item not in self.out_of_play):
+            self.out_of_play.add(last[0].item)
+            self.log.warning("block %s: %d timeouts in a row, left out of play", last[0].item, k)
 
     def settled(self) -> bool:
         # Landed: at rest (moved < 0.5 mm since the last state) below the

@@ -234,6 +234,8 @@ class ReachGraspTask(TaskInputs, Node):
     outputs = ("task", "intent")
 
     metric_keys = GRASP_METRIC_KEYS
+    #: What a trial is (the realtime runtime rebuilds them from the task process's reply).
+    record_class = GraspTrial
     json_keys = ("trials", "success_rate", "blocks_per_min", "grasp_success_rate", "drops")
     table_columns = (("trials", "trials", "{}"), ("success_rate", "success", "{:.1%}"),
                      ("blocks_per_min", "per min", "{:.1f}"),

@@ -153,3 +153,15 @@ def test_pick_place_path_over_the_partition():
     assert task.trials and task.trials[0].outcome == "timeout"
     assert task.trials[0].step_s.startswith("return=")
     h.close()
+
+
+def test_pick_place_gives_up_a_stuck_block():
+    task = PickPlaceTask("task", objects=["a", "b"], give_up_after=2)
+    h = NodeHarness(task)
+    blocks = _blocks([[-0.10, -0.12, 0.65], [-0.10, -0.21, 0.65]])
+    h.send("state.arm", _state(h, [-0.1, 0, 0.875], blocks))
+    assert task.plan()[0] == "a"
+    task.trials += [GraspTrial("b1", "closed_loop", i, "a", i, i + 1, "timeout", False, False,
+                               0, 2) for i in range(2)]
+    assert task.plan()[0] == "b" and task.out_of_play == {"a"}
+    h.close()
