@@ -316,8 +316,8 @@ def test_wrist_axes_turn_the_franka_hand(sim):
     """
     from bciarm.effectors.grasp import relative_rotation
 
-    drv, ctl = controller(sim, axes=("x", "y", "z", "roll", "pitch", "yaw"),
-                          max_speed=SESSION_SPEED, stop_within_s=0.3, max_decel=1.0)
+    _drv, ctl = controller(sim, axes=("x", "y", "z", "roll", "pitch", "yaw"),
+                           max_speed=SESSION_SPEED, stop_within_s=0.3, max_decel=1.0)
     try:
         st0 = ctl.last
         st, t = drive(ctl, [0, 0, 0, 0, 0, 0.3], 1.0)
