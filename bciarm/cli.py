@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,9 @@ def run(config: str, duration: float | None, seed: int | None, gui: bool, out: P
     if as_json:
         # Each task names its own keys (center_out: trials, success_rate, ...;
         # navigation: goals, goal_success_rate, ...), session_dir last.
-        click.echo(json.dumps({k: m[k] for k in result.json_keys}))
+        # NaN (e.g. grasp_success_rate of a task without grasps) is no JSON: null.
+        click.echo(json.dumps({k: (None if isinstance(m[k], float) and not math.isfinite(m[k])
+                                   else m[k]) for k in result.json_keys}))
 
 
 @main.command("configs")

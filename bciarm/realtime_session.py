@@ -96,20 +96,23 @@ class RealtimeSession(Session):
 
         decoder_node = self._one("decoder")
 
-        def fit() -> tuple[Any, Any, Any]:
+        def fit() -> tuple[Any, Any, Any, dict[str, Any]]:
             Z, X, bin_s = self.calibration_data(block, self.config.protocol.calibration.lag_s)
             decoder = decoder_node.make_estimator().fit(Z, X, bin_s)
             decoder.save(self.session_dir / "decoder.npz")
-            return decoder, Z, X
+            # The grasp/release (click) decoder, as inline (arm_grasp, arm_drink).
+            click = (self._fit_click(decoder_node, block)
+                     if getattr(decoder_node.params, "click", None) is not None else {})
+            return decoder, Z, X, click
 
         # Fit in a worker thread: the supervisor keeps watching the nodes meanwhile.
         with ThreadPoolExecutor(1) as pool:
             fut = pool.submit(fit)
             self.sup.service_until(fut.done, 600, allow_stop=True)
-            decoder, Z, X = fut.result()
+            decoder, Z, X, click = fut.result()
         self.sup.announce("decoder_update", node=decoder_node.name, path="decoder.npz",
                           n_channels=int(Z.shape[1]), bins=int(Z.shape[0]),
-                          fit_r2=float(decoder.score(Z, X)))
+                          fit_r2=float(decoder.score(Z, X)), **click)
         return decoder
 
     def _trials(self) -> list[Any]:

@@ -8,6 +8,7 @@ velocity in the log is J(q)·q̇ of the measured joint velocities).
 """
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -56,3 +57,33 @@ def test_drink_session_keeps_the_glass_upright_and_slows_near_the_mouth(tmp_path
     saved = json.loads((result.session_dir / "metrics.json").read_text())
     assert saved["drops"] == m["drops"]
     assert (result.session_dir / "grasp.png").is_file()
+
+
+@pytest.mark.slow
+def test_gestures_session_runs_the_named_poses_in_order(tmp_path):
+    """The built-in ``arm_gestures`` config, shortened: the poses come in sequence order, the
+    keys are the other reach-and-grasp tasks' and the per-step times are recorded.
+
+    (Closed-loop success is not asserted: with this config the simulated participant did
+    not yet hold the poses -- see the README, "Reach and grasp".)
+    """
+    config, _ = load_config("arm_gestures")
+    result = Session(_short(config, calibration=8, trials=2), seed=0, out_dir=tmp_path).run()
+    m = result.metrics
+    assert set(result.json_keys) == {"trials", "success_rate", "blocks_per_min",
+                                     "grasp_success_rate", "drops", "session_dir"}
+    assert m["trials"] == 2 and m["drops"] == 0 and math.isnan(m["grasp_success_rate"]), m
+    import csv
+
+    with (result.session_dir / "trials.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    sequence = list(config.nodes["task"].params["sequence"])
+    # Open loop (the autopilot): every other trial a gesture, all reached; the
+    # sequence then carries on in closed loop.
+    calib = [r for r in rows if r["mode"] == "open_loop"]
+    assert all(r["outcome"] == "success" for r in calib)
+    k = len(calib) // 2
+    assert [r["item"] for r in calib if r["item"] != "pose"] == sequence[:k]
+    closed = [r for r in rows if r["mode"] == "closed_loop"]
+    assert [r["item"] for r in closed] == [sequence[(k + i) % len(sequence)] for i in range(2)]
+    assert all(r["step_s"].startswith(r["item"] + "=") for r in closed)

@@ -4,12 +4,19 @@ The Box and Blocks test (Mathiowetz et al. 1985) counts the blocks a person
 moves, one at a time, from one compartment of a box over a partition into
 the other in a minute.  Here (scene ``arm_box_blocks``) the blocks start in
 the -y compartment; each trial moves one block: reach above it, descend,
-grasp, lift over the partition, carry it to the mirror-image spot on the
-other side, release it there (it drops a few centimetres, as in the real
-test) and wait for it to land.  The trial succeeds when the block lands in
-the far compartment.  A hand on the far side first goes back over the
-partition at carry height (a straight line would catch it on the partition).  When one side is empty the direction reverses, so the
-test runs as long as the block lasts without resetting the physics.
+grasp, lift it up and toward the partition (steeply enough to clear the other
+row), carry it over the partition and down to the mirror-image spot on the
+other side in one straight line, release it there (it drops about 9 cm, as
+blocks do in the real test) and wait for it to land.  The trial succeeds when
+the block lands in the far compartment.  The next block is picked up from
+where the hand is (no return home); a hand on the far side first goes back
+over the partition at ``return_z`` (aiming straight at the block, a hand that
+sags on the way catches on the partition).  Blocks nearer the partition than
+``min_pick_y`` are out of reach (the hand would hit the partition) and left
+where they are.  When one side is empty the direction reverses, so the test
+runs as long as the block lasts without resetting the physics.
+
+Each trial's ``step_s`` (trials.csv) says where its time went, step by step.
 
 Score: ``blocks_per_min`` = blocks moved over the partition per minute of
 trial time (see :mod:`bciarm.tasks.reach_grasp` for the other metrics).
@@ -29,7 +36,7 @@ class PickPlaceTask(ReachGraspTask):
     class Params(ReachGraspTask.Params):
         """Parameters of the Box and Blocks task."""
 
-        timeout_s: float = Field(15.0, gt=0, description="Time allowed per block, s (the test "
+        timeout_s: float = Field(12.0, gt=0, description="Time allowed per block, s (the test "
                                                          "is timed: a stuck block is given up).")
         objects: list[str] = Field([f"block{i}" for i in range(6)],
                                    description="The blocks (tracked by the effector, in order).")
@@ -37,10 +44,20 @@ class PickPlaceTask(ReachGraspTask):
         partition_half: float = Field(0.005, ge=0, description="Half thickness, m.")
         table_z: float = Field(0.625, description="Table top height, m.")
         block_size: float = Field(0.05, gt=0, description="Block edge, m.")
-        approach_dz: float = Field(0.08, gt=0, description="Approach height above a block, m "
+        approach_dz: float = Field(0.10, gt=0, description="Approach height above a block, m "
                                                                "(clears the partition on the way).")
         grasp_dz: float = Field(0.0, description="Grasp point above the block centre, m (the fingertips reach 1.1 cm below it).")
-        carry_z: float = Field(0.80, description="Height of the carry over the partition, m.")
+        carry_z: float = Field(0.80, description="Height of the hand where it crosses the "
+                                                 "partition with a block, m.")
+        drop_z: float = Field(0.76, description="Height of the release point, m (the block "
+                                                "falls about 9 cm, as in the real test).")
+        return_z: float = Field(0.77, description="Height at which the empty hand goes back "
+                                                  "over the partition, m (fingertips 5 cm "
+                                                  "clear of its top).")
+        lift_slope: float = Field(2.0, gt=0, description="The lift rises at least this much "
+                                                         "per unit of sideways travel toward "
+                                                         "the partition (clears the other "
+                                                         "row of blocks).")
         open_aperture: float = Field(0.075, gt=0, description="Open hand before a grasp, m.")
         grip_aperture: float = Field(0.045, ge=0, description="Aperture the user aims for "
                                                               "while holding, m.")
@@ -50,6 +67,13 @@ class PickPlaceTask(ReachGraspTask):
         tol: float = Field(0.05, gt=0, description="Acceptance radius of the pass-through "
                                                    "points (approach, lift), m.")
         drop_tol: float = Field(0.04, gt=0, description="Acceptance radius of the drop point, m.")
+        min_pick_y: float = Field(0.11, ge=0, description="Blocks nearer the partition than "
+                                                           "this (centre, m) are out of reach: "
+                                                           "the hand would hit the partition.")
+        give_up_after: int = Field(2, ge=1, description="A block whose last this many trials "
+                                                        "in a row timed out is out of play "
+                                                        "(stuck where the hand cannot take "
+                                                        "it); the test goes on without it.")
         slots_y: tuple[float, float] = Field(
             (0.155, 0.235), description="Distances from the partition of the drop points of "
                                         "the near and far row, m: a block must land at least "
@@ -65,6 +89,7 @@ class PickPlaceTask(ReachGraspTask):
         self._far_side = 1.0
         self._last_pos: np.ndarray | None = None
         self._last_t = -1
+        self.out_of_play: set[str] = set()
 
     def _side(self, pos: np.ndarray) -> float:
         """-1 / +1 for a block resting in a compartment, 0 for anything else."""
@@ -80,9 +105,12 @@ class PickPlaceTask(ReachGraspTask):
         p = self.params
         if w is None:
             return None
+        self._check_stuck()
         for _ in range(2):
             here = [n for n in p.objects if n in w.objects
-                    and self._side(w.objects[n][0]) == self.source_side]
+                    and self._side(w.objects[n][0]) == self.source_side
+                    and abs(w.objects[n][0][1] - p.partition_y) >= p.min_pick_y
+                    and n not in self.out_of_play]
             if here:
                 break
             self.source_side = -self.source_side
@@ -97,16 +125,24 @@ class PickPlaceTask(ReachGraspTask):
         # Fixed slots on the far side, by row, so blocks never creep toward
         # the partition (or out of reach) as they go back and forth.
         row = 0 if abs(b[1] - p.partition_y) < sum(p.slots_y) / 2 else 1
-        drop = np.array([b[0], p.partition_y - self.source_side * p.slots_y[row], p.carry_z])
+        drop = np.array([b[0], p.partition_y - self.source_side * p.slots_y[row], p.drop_z])
         tol_rot = p.orientation_tol
+        approach = b + [0, 0, p.approach_dz]
         steps = []
         if np.sign(w.hand.position[1] - p.partition_y) == -self.source_side:
-            # Coming back from the far side: over the partition first, at carry
-            # height (a straight line would put the hand on the partition).
-            steps.append(Step("return", np.array([b[0], p.partition_y, p.carry_z]),
+            # Coming back from the far side: over the partition first (aiming
+            # straight at the block, a hand that sags on the way -- decoded
+            # velocity is noisy -- catches on the partition and stays there).
+            steps.append(Step("return", np.array([b[0], p.partition_y, p.return_z]),
                               aperture=p.open_aperture, tol=p.tol * 1.2))
+        # Lift toward the partition, steeply enough to clear the other row,
+        # stopping short of the partition: the carry then goes over it and
+        # down to the release point in one straight line.
+        gap = abs(b[1] - p.partition_y) - (p.partition_half + p.block_size / 2 + 0.015)
+        dy = float(np.clip((p.carry_z - b[2]) / p.lift_slope, 0.0, max(gap, 0.0)))
+        lift = np.array([b[0], b[1] - self.source_side * dy, p.carry_z])
         steps += [
-            Step("approach", b + [0, 0, p.approach_dz], rotation=self.wrist_goal(),
+            Step("approach", approach, rotation=self.wrist_goal(),
                  aperture=p.open_aperture, tol=p.tol, orientation_tol=tol_rot),
             Step("descend", b + [0, 0, p.grasp_dz], aperture=p.open_aperture, tol=p.grasp_tol,
                  orientation_tol=tol_rot),
@@ -114,7 +150,7 @@ class PickPlaceTask(ReachGraspTask):
             # grasp reopens around the block for another try.
             Step("grasp", b + [0, 0, p.grasp_dz], aperture=p.open_aperture, hold=True,
                  tol=p.grasp_tol, kind="grasp"),
-            Step("lift", np.array([b[0], b[1], p.carry_z]), rotation=self.wrist_goal(),
+            Step("lift", lift, rotation=self.wrist_goal(),
                  aperture=p.grip_aperture, hold=True, tol=p.tol, orientation_tol=tol_rot),
             Step("carry", drop, aperture=p.grip_aperture, hold=True, tol=p.drop_tol,
                  orientation_tol=tol_rot),
@@ -123,6 +159,15 @@ class PickPlaceTask(ReachGraspTask):
             Step("land", drop, aperture=p.open_aperture, tol=p.tol, kind="settle"),
         ]
         return name, steps
+
+    def _check_stuck(self) -> None:
+        """Put a block out of play after ``give_up_after`` timeouts in a row on it."""
+        k = self.params.give_up_after
+        last = self.trials[-k:]
+        if (len(last) == k and all(t.outcome == "timeout" for t in last)
+                and len({t.item for t in last}) == 1 and last[0].item not in self.out_of_play):
+            self.out_of_play.add(last[0].item)
+            self.log.warning("block %s: %d timeouts in a row, left out of play", last[0].item, k)
 
     def settled(self) -> bool:
         # Landed: at rest (moved < 0.5 mm since the last state) below the

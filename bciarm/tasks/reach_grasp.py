@@ -109,6 +109,10 @@ class GraspTrial:
     max_zone_speed : float
         Largest end-effector speed inside the task's reduced-speed zone, m/s
         (NaN if the task has none or the hand never entered it).
+    step_s : str
+        Time spent in each step, s, in order (``"approach=1.20 descend=0.85 ..."``;
+        the last entry is the unfinished step of a failed trial): where a
+        trial's time goes.
     """
 
     block: str
@@ -124,6 +128,7 @@ class GraspTrial:
     steps_done: int
     max_tilt_deg: float = math.nan
     max_zone_speed: float = math.nan
+    step_s: str = ""
 
     @property
     def success(self) -> bool:
@@ -229,6 +234,8 @@ class ReachGraspTask(TaskInputs, Node):
     outputs = ("task", "intent")
 
     metric_keys = GRASP_METRIC_KEYS
+    #: What a trial is (the realtime runtime rebuilds them from the task process's reply).
+    record_class = GraspTrial
     json_keys = ("trials", "success_rate", "blocks_per_min", "grasp_success_rate", "drops")
     table_columns = (("trials", "trials", "{}"), ("success_rate", "success", "{:.1%}"),
                      ("blocks_per_min", "per min", "{:.1f}"),
@@ -265,10 +272,13 @@ class ReachGraspTask(TaskInputs, Node):
         self._drops0 = 0
         self._attempted = False
         self._carried = False
+        self._release_seen = False
         self._max_tilt = math.nan
         self._max_zone = math.nan
         self._layout_warned = False
         self._home: np.ndarray | None = None
+        self._step_ns = 0
+        self._step_times: list[str] = []
 
     # ------------------------------------------------------------------ subclass API
 
@@ -397,11 +407,14 @@ class ReachGraspTask(TaskInputs, Node):
         self.trial = self._n_in_block
         self._n_in_block += 1
         self._onset_ns = now
+        self._step_ns = now
+        self._step_times = []
         self._dwell_ns = None
         self._grasp_ns = None
         self._drops0 = self.world.drops if self.world is not None else 0
         self._attempted = False
         self._carried = False
+        self._release_seen = False
         self._max_tilt = math.nan
         self._max_zone = math.nan
         self.phase = "reach"
@@ -442,12 +455,16 @@ class ReachGraspTask(TaskInputs, Node):
             else:
                 self._grasp_ns = None
         elif st.kind == "release":
-            if st.hold is False and self._attempted:
-                self._carried = True  # reached the release point still holding
+            if st.hold is False and self._attempted and not self._release_seen:
+                # Reached the release point still holding (a block that slipped out
+                # on the way, too early to count as a drop, is no good grasp).
+                self._carried = w.holding
+            self._release_seen = True
             done = w.hand_mode != CLOSED and not w.holding
         elif st.kind == "settle":
             done = self.settled()
         if done:
+            self._time_step(now)
             self.step_i += 1
             self._dwell_ns = None
             self.phase = "reach"
@@ -455,15 +472,22 @@ class ReachGraspTask(TaskInputs, Node):
                 return self._finish("success" if self.item == "pose" else self.judge(), now)
             self._publish()
 
+    def _time_step(self, now: int) -> None:
+        self._step_times.append(f"{self.step.name}={(now - self._step_ns) / NS_PER_S:.2f}")
+        self._step_ns = now
+
     def _finish(self, outcome: str, now: int) -> None:
         w = self.world
+        if self.step_i < len(self.steps):
+            self._time_step(now)  # the step the trial ended in
         self.trials.append(GraspTrial(
             block=self.block or "", mode=self.mode, index=self.trial, item=self.item,
             start_t_s=self._onset_ns / NS_PER_S, end_t_s=now / NS_PER_S, outcome=outcome,
             grasp_attempted=self._attempted, grasp_ok=self._attempted and self._carried
             and outcome != "drop",
             drops=(w.drops - self._drops0) if w is not None else 0, steps_done=self.step_i,
-            max_tilt_deg=self._max_tilt, max_zone_speed=self._max_zone))
+            max_tilt_deg=self._max_tilt, max_zone_speed=self._max_zone,
+            step_s=" ".join(self._step_times)))
         self.phase = "done"
         self._publish(outcome)
         self.phase = "idle"

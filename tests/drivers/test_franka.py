@@ -303,3 +303,49 @@ def test_arm_center_out_franka_session(sim, tmp_path):
     print(metrics)
     assert metrics["trials"] >= 20
     assert metrics["success_rate"] >= 0.90
+
+
+@pytest.mark.timeout(120)
+def test_wrist_axes_turn_the_franka_hand(sim):
+    """Issue 8 on the Franka: the wrist axes (world angular velocity) reach the robot.
+
+    The arm controller turns them into joint velocities through the robot's
+    own kinematics, so any joint-velocity driver takes them; measured here on
+    franky-sim's physics: a yaw rate turns the hand about the vertical, while
+    the position holds.
+    """
+    from bciarm.effectors.grasp import relative_rotation
+
+    _drv, ctl = controller(sim, axes=("x", "y", "z", "roll", "pitch", "yaw"),
+                           max_speed=SESSION_SPEED, stop_within_s=0.3, max_decel=1.0)
+    try:
+        st0 = ctl.last
+        st, t = drive(ctl, [0, 0, 0, 0, 0, 0.3], 1.0)
+        st, t = drive(ctl, [0, 0, 0, 0, 0, 0], 0.5, t)   # let it settle
+        turned = relative_rotation(st.orientation, st0.orientation)
+        assert 0.15 < turned[2] < 0.4 and np.hypot(*turned[:2]) < 0.05, turned
+        assert np.linalg.norm(st.position - st0.position) < 0.02
+    finally:
+        ctl.close()
+
+
+@pytest.mark.timeout(60)
+def test_grasp_needs_a_gripper_the_franka_driver_does_not_drive(sim):
+    """No silent 7-D session: the Franka driver does not drive the Franka Hand (yet), so
+    an arm with the grasp axis (which needs `gripper`) is refused before it moves."""
+    axes = ("x", "y", "z", "roll", "pitch", "yaw", "grasp")
+    from bciarm.effectors.arm import ArmConfig
+
+    with pytest.raises(ValueError, match="grasp axis needs gripper"):
+        ArmConfig(axes=axes)
+    from bciarm.drivers.franka import FrankaDriver
+    from bciarm.effectors.arm import ArmController
+
+    drv = FrankaDriver(host=sim.host, home_on_connect=False)
+    ctl = ArmController(drv, axes=axes, gripper={}, max_speed=SESSION_SPEED,
+                        stop_within_s=0.3, max_decel=1.0)
+    try:
+        with pytest.raises(ValueError, match="FrankaDriver has no gripper"):
+            ctl.start(0.0)
+    finally:
+        drv.close()

@@ -114,3 +114,54 @@ def test_gestures_validate_the_sequence():
     h.advance(0.2)
     assert any(t == "intent" for t, _ in h.capture.messages), "open loop: the autopilot drives"
     h.close()
+
+
+def test_pick_place_path_over_the_partition():
+    """Lift toward the partition (clearing the other row), back over it at return_z, skip
+    blocks too near it; each step's time lands in the trial record."""
+    task = PickPlaceTask("task", objects=["near", "far", "stuck"])
+    p = task.params
+    h = NodeHarness(task)
+    blocks = _blocks([[-0.10, -0.12, 0.65], [-0.10, -0.21, 0.65], [-0.04, -0.07, 0.65]])
+    # The hand is on the far (+y) side: it goes back over the partition first.
+    h.send("state.arm", _state(h, [-0.1, 0.2, 0.76], blocks))
+    h.send("event", h.make("event", Event, kind="block_start",
+                           data={"block": "b1", "mode": "closed_loop"}))
+    assert task.item == "near"          # "stuck" (7 cm from the partition) is out of reach
+    names = [s.name for s in task.steps]
+    assert names == ["return", "approach", "descend", "grasp", "lift", "carry", "release",
+                     "land"]
+    ret, lift, carry = task.steps[0], task.steps[4], task.steps[5]
+    np.testing.assert_allclose(ret.position, [-0.10, 0.0, p.return_z])
+    # Lift: up to carry_z and toward the partition, by at most (rise / lift_slope), and
+    # the held block (5 cm) stays short of the partition.
+    b = blocks[0][0]
+    assert lift.position[2] == p.carry_z
+    dy = lift.position[1] - b[1]
+    assert 0 < dy <= (p.carry_z - b[2]) / p.lift_slope + 1e-12
+    assert lift.position[1] + p.block_size / 2 < p.partition_y - p.partition_half
+    assert carry.position[2] == p.drop_z and carry.position[1] == pytest.approx(0.155)
+    # The far-row block rises more steeply than the row in front of it is wide.
+    task.world.objects.pop("near")
+    task.params.objects.remove("near")
+    _, steps = task.plan()
+    lift = next(s for s in steps if s.name == "lift")
+    assert lift.position[1] - (-0.21) <= (p.carry_z - 0.65) / p.lift_slope + 1e-12
+    # Timing: a timeout records the time of the step it ended in.
+    h.advance(p.timeout_s + 0.1)
+    h.send("state.arm", _state(h, [-0.1, 0.2, 0.76], blocks))
+    assert task.trials and task.trials[0].outcome == "timeout"
+    assert task.trials[0].step_s.startswith("return=")
+    h.close()
+
+
+def test_pick_place_gives_up_a_stuck_block():
+    task = PickPlaceTask("task", objects=["a", "b"], give_up_after=2)
+    h = NodeHarness(task)
+    blocks = _blocks([[-0.10, -0.12, 0.65], [-0.10, -0.21, 0.65]])
+    h.send("state.arm", _state(h, [-0.1, 0, 0.875], blocks))
+    assert task.plan()[0] == "a"
+    task.trials += [GraspTrial("b1", "closed_loop", i, "a", i, i + 1, "timeout", False, False,
+                               0, 2) for i in range(2)]
+    assert task.plan()[0] == "b" and task.out_of_play == {"a"}
+    h.close()
