@@ -48,6 +48,17 @@ def set_fifo(priority: int) -> bool:
         return False
 
 
+def set_normal() -> None:
+    """Leave any real-time policy inherited from the parent (a supervisor whose thread a
+    driver library such as libfranka made ``SCHED_FIFO``, or a user's ``chrt``): a process
+    whose spec says priority 0 runs under normal scheduling, whatever started it."""
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (OSError, AttributeError) as exc:  # pragma: no cover - dropping RT is allowed
+        log.warning("could not leave the inherited real-time policy (%s)", exc)
+
+
 def set_nice(value: int) -> bool:
     """Set this process's nice value (absolute, -20..19).  Returns False, after
     logging why, if the OS refuses (lowering it needs privilege)."""
@@ -95,9 +106,11 @@ def apply(priority: int = 0, nice: int = 0, effector: bool = False) -> str:
             log.warning("effector process: trying nice %d instead", EFFECTOR_FALLBACK_NICE)
             if set_nice(EFFECTOR_FALLBACK_NICE):
                 return f"nice:{EFFECTOR_FALLBACK_NICE}"
+            set_normal()
             log.warning("effector process runs with normal scheduling: on a loaded machine "
                         "its stop may come later than stop_within_s (run as root or grant "
                         "RLIMIT_RTPRIO, e.g. `ulimit -r 20`, to give it priority)")
         return f"nice:{_nice_or_unknown()}"
+    set_normal()
     set_nice(nice)
     return f"nice:{_nice_or_unknown()}"

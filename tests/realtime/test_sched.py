@@ -16,6 +16,7 @@ CHILD = """
 import logging, os, sys
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 from bciarm.bus import sched
+{start}  # how the parent left us (the test runner's own policy must not leak in)
 if {drop}:
     os.setgroups([]); os.setgid(65534); os.setuid(65534)   # nobody: no privilege
 got = sched.apply({priority}, {nice}, effector={effector})
@@ -23,8 +24,13 @@ print(got, os.sched_getscheduler(0) == os.SCHED_FIFO, os.getpriority(os.PRIO_PRO
 """
 
 
-def _child(priority: int, nice: int, effector: bool, drop: bool = False) -> tuple[str, str]:
-    code = CHILD.format(priority=priority, nice=nice, effector=effector, drop=drop)
+NORMAL = "os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))"
+FIFO = "os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(30))"
+
+
+def _child(priority: int, nice: int, effector: bool, drop: bool = False,
+           start: str = NORMAL) -> tuple[str, str]:
+    code = CHILD.format(priority=priority, nice=nice, effector=effector, drop=drop, start=start)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        check=False)
     assert p.returncode == 0, p.stderr
@@ -39,6 +45,13 @@ def _privileged() -> bool:
 
 def test_other_processes_take_their_nice_value():
     out, _ = _child(0, 7, effector=False)
+    assert out == "nice:7 False 7"
+
+
+def test_a_node_started_by_a_realtime_parent_runs_normally():
+    if not _privileged():
+        pytest.skip("SCHED_FIFO not allowed for this user (not root, RLIMIT_RTPRIO < 20)")
+    out, _ = _child(0, 7, effector=False, start=FIFO)
     assert out == "nice:7 False 7"
 
 
