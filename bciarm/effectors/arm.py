@@ -30,7 +30,6 @@ publishes nothing there.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +44,9 @@ from bciarm.effectors.kinematics import ArmKinematics, orientation_error
 from bciarm.effectors.grasp import (DROP, ORIENTATION, SPEED_ZONE, GripperGuard, GripperParams,
                                     OrientationLimits, SpeedZoneParams, WristParams,
                                     quat_from_rotvec, relative_rotation, speed_zones, tilt_and_yaw)
-from bciarm.effectors.safety import SPEED, CartesianSafety, JointSafety, as_finite_vector, clip_norm
+from bciarm.effectors.safety import (SPEED, CartesianSafety, JointSafety, as_finite_vector,
+                                     braking_time_s, check_stop_contract, clip_norm,
+                                     watchdog_in_force_s)
 from bciarm.drivers.gripper import GripperState, has_gripper
 from bciarm.space import AXIS_INDEX, ARM_AXES, ARM_INDEX, Axis
 
@@ -169,36 +170,21 @@ class ArmConfig(BaseModel):
     @property
     def braking_s(self) -> float:
         """Time to brake from ``max_speed`` at ``max_decel``, in whole ticks, s."""
-        ticks = math.ceil(self.max_speed / (self.max_decel * self.tick_s) - 1e-9)
-        return max(ticks, 1) * self.tick_s
+        return braking_time_s(self.max_speed, self.max_decel, self.tick_s)
 
     @property
     def watchdog_timeout_s(self) -> float:
         """The watchdog trip time in force (``watchdog_s`` or the derived one), s."""
-        if self.watchdog_s is not None:
-            return self.watchdog_s
-        return self.stop_within_s - self.tick_s - self.braking_s
+        return watchdog_in_force_s(self.watchdog_s, self.stop_within_s, self.tick_s,
+                                   self.braking_s)
 
     @model_validator(mode="after")
     def _stops_in_time(self) -> ArmConfig:
-        if self.max_decel < self.max_accel:
-            raise ValueError(f"max_decel ({self.max_decel} m/s²) must be at least max_accel "
-                             f"({self.max_accel} m/s²)")
-        # Worst case: the watchdog notices a tick late, then brakes for braking_s.
-        need = self.tick_s + self.braking_s
-        if self.watchdog_s is None and self.watchdog_timeout_s < 2 * self.tick_s - 1e-12:
-            lowest = self.max_speed / max(self.stop_within_s - 3 * self.tick_s, 1e-9)
-            raise ValueError(
-                f"max_decel {self.max_decel} m/s² cannot stop the arm from max_speed "
-                f"{self.max_speed} m/s within stop_within_s {self.stop_within_s} s (braking "
-                f"{self.braking_s:.3f} s + a tick to notice + at least 2 ticks of watchdog): "
-                f"raise max_decel to >= {lowest:.1f} if the device can brake that hard, lower "
-                f"max_speed, or raise stop_within_s")
-        if self.watchdog_s is not None and self.watchdog_s + need > self.stop_within_s + 1e-9:
-            raise ValueError(
-                f"watchdog_s {self.watchdog_s} s + braking {self.braking_s:.3f} s + one tick "
-                f"exceeds stop_within_s {self.stop_within_s} s: leave watchdog_s unset (it is "
-                f"then derived: {self.stop_within_s - need:.3f} s) or raise stop_within_s")
+        check_stop_contract(stopping=f"the arm from max_speed {self.max_speed} m/s",
+                            top_speed=self.max_speed, decel=self.max_decel,
+                            accel=self.max_accel, unit="m/s²", tick_s=self.tick_s,
+                            stop_within_s=self.stop_within_s, watchdog_s=self.watchdog_s,
+                            fix="if the device can brake that hard")
         return self
 
     @model_validator(mode="after")

@@ -111,6 +111,54 @@ def braking_speed(distance: np.ndarray, decel: float, dt: float) -> np.ndarray:
     return d / (dt * (n + 1.0)) + u * n / 2.0
 
 
+# --------------------------------------------------------------------------- stop contract
+
+
+def braking_time_s(top_speed: float, decel: float, tick_s: float) -> float:
+    """Time to brake from ``top_speed`` at ``decel``, in whole ticks (at least one), s."""
+    ticks = math.ceil(top_speed / (decel * tick_s) - 1e-9)
+    return max(ticks, 1) * tick_s
+
+
+def watchdog_in_force_s(watchdog_s: float | None, stop_within_s: float, tick_s: float,
+                        braking_s: float) -> float:
+    """The watchdog trip time in force: ``watchdog_s``, or what the stop contract leaves
+    once a tick to notice and the braking are taken off ``stop_within_s``, s."""
+    if watchdog_s is not None:
+        return float(watchdog_s)
+    return stop_within_s - tick_s - braking_s
+
+
+def check_stop_contract(*, stopping: str, top_speed: float, decel: float, accel: float,
+                        unit: str, tick_s: float, stop_within_s: float,
+                        watchdog_s: float | None, fix: str, digits: int = 1) -> None:
+    """Raise ``ValueError`` (a config error naming the fix) if a device braking at
+    ``decel`` from ``top_speed`` cannot meet ``stop_within_s``: the watchdog trips,
+    a tick may pass before it is noticed, then the brake ramp runs in whole ticks.
+
+    ``stopping`` names what is stopped, e.g. "the arm from max_speed 0.25 m/s";
+    ``unit`` is the deceleration's unit ("" for none); ``fix`` qualifies the
+    suggested deceleration (e.g. "if the device can brake that hard").
+    """
+    u = f" {unit}" if unit else ""
+    if decel < accel:
+        raise ValueError(f"max_decel ({decel}{u}) must be at least max_accel ({accel}{u})")
+    braking_s = braking_time_s(top_speed, decel, tick_s)
+    need = tick_s + braking_s  # worst case: the trip is noticed a tick late, then the brake
+    if watchdog_s is None and stop_within_s - need < 2 * tick_s - 1e-12:
+        lowest = top_speed / max(stop_within_s - 3 * tick_s, 1e-9)
+        raise ValueError(
+            f"max_decel {decel}{u} cannot stop {stopping} within stop_within_s "
+            f"{stop_within_s} s (braking {braking_s:.3f} s + a tick to notice + at least 2 "
+            f"ticks of watchdog): raise max_decel to >= {lowest:.{digits}f} {fix}, lower "
+            f"max_speed, or raise stop_within_s")
+    if watchdog_s is not None and watchdog_s + need > stop_within_s + 1e-9:
+        raise ValueError(
+            f"watchdog_s {watchdog_s} s + braking {braking_s:.3f} s + one tick exceeds "
+            f"stop_within_s {stop_within_s} s: leave watchdog_s unset (it is then derived: "
+            f"{stop_within_s - need:.3f} s) or raise stop_within_s")
+
+
 # --------------------------------------------------------------------------- e-stop
 
 

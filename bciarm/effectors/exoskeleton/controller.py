@@ -43,7 +43,6 @@ range of motion (``τ_g`` below the motor torque).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +52,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bciarm.drivers.base import Driver, RobotModel
 from bciarm.effectors.exoskeleton.assist import AssistConfig, assist_as_needed
 from bciarm.effectors.exoskeleton.profile import PatientProfile, load_profile
-from bciarm.effectors.safety import CartesianSafety, JointSafety, as_finite_vector, clip_norm
+from bciarm.effectors.safety import (CartesianSafety, JointSafety, as_finite_vector,
+                                     braking_time_s, check_stop_contract, clip_norm,
+                                     watchdog_in_force_s)
 from bciarm.space import AXIS_INDEX, intent_space
 
 #: Guard names this controller adds to those of the safety module.
@@ -174,35 +175,21 @@ class ExoConfig(BaseModel):
     @property
     def braking_s(self) -> float:
         """Time to brake from the intent clamp at ``braking_decel``, whole ticks, s."""
-        ticks = math.ceil(self.intent_max_speed / (self.braking_decel * self.tick_s) - 1e-9)
-        return max(ticks, 1) * self.tick_s
+        return braking_time_s(self.intent_max_speed, self.braking_decel, self.tick_s)
 
     @property
     def watchdog_timeout_s(self) -> float:
         """The watchdog trip time in force (``watchdog_s`` or the derived one), s."""
-        if self.watchdog_s is not None:
-            return float(self.watchdog_s)
-        return self.stop_within_s - self.tick_s - self.braking_s
+        return watchdog_in_force_s(self.watchdog_s, self.stop_within_s, self.tick_s,
+                                   self.braking_s)
 
     @model_validator(mode="after")
     def _stops_in_time(self) -> "ExoConfig":
-        if self.braking_decel < self.max_accel:
-            raise ValueError(f"max_decel ({self.max_decel}) must be at least max_accel "
-                             f"({self.max_accel})")
-        need = self.tick_s + self.braking_s
-        if self.watchdog_s is None and self.watchdog_timeout_s < 2 * self.tick_s - 1e-12:
-            lowest = self.intent_max_speed / max(self.stop_within_s - 3 * self.tick_s, 1e-9)
-            raise ValueError(
-                f"max_decel {self.braking_decel} cannot stop the exoskeleton from its top "
-                f"intent speed {self.intent_max_speed:.3f} within stop_within_s "
-                f"{self.stop_within_s} s (braking {self.braking_s:.3f} s + a tick to notice + "
-                f"at least 2 ticks of watchdog): raise max_decel to >= {lowest:.2f} if the "
-                f"patient tolerates it, lower max_speed, or raise stop_within_s")
-        if self.watchdog_s is not None and self.watchdog_s + need > self.stop_within_s + 1e-9:
-            raise ValueError(
-                f"watchdog_s {self.watchdog_s} s + braking {self.braking_s:.3f} s + one tick "
-                f"exceeds stop_within_s {self.stop_within_s} s: leave watchdog_s unset (it is "
-                f"then derived: {self.stop_within_s - need:.3f} s) or raise stop_within_s")
+        check_stop_contract(
+            stopping=f"the exoskeleton from its top intent speed {self.intent_max_speed:.3f}",
+            top_speed=self.intent_max_speed, decel=self.braking_decel, accel=self.max_accel,
+            unit="", tick_s=self.tick_s, stop_within_s=self.stop_within_s,
+            watchdog_s=self.watchdog_s, fix="if the patient tolerates it", digits=2)
         return self
 
     def space(self) -> str:
