@@ -246,7 +246,11 @@ def test_hung_source_is_detected_and_broker_death_stops_the_arm(tmp_path, runtim
     print(f"broker back (our heartbeat through it, effectors released) after "
           f"{back[0].data['down_ms']:.0f} ms")
     # the direct data path: every neural frame around and during the outage was recorded
-    t0, t1 = marks["broker_kill"] - 10**9, back[0].header.t_ns + 10**9
+    # The window starts no earlier than the source's hang: frames of its first incarnation (whose
+    # seq restarts at 0 in the second) would otherwise be mixed in when the broker is killed
+    # within a second of the source's restart.
+    t0 = max(marks["broker_kill"] - 10**9, marks["hang"])
+    t1 = back[0].header.t_ns + 10**9
     seqs = sorted(m.header.seq for m in (m for t, m in recs if isinstance(m, NeuralFrame))
                   if t0 <= m.header.t_ns <= t1)
     assert seqs and seqs == list(range(seqs[0], seqs[-1] + 1)), "neural frames lost"
