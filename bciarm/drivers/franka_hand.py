@@ -92,6 +92,8 @@ HAND_FORCE_LIMIT = 140.0
 #: Aperture rates below this (m/s) count as zero (no action is sent for them).
 DEADBAND = 1e-3
 
+#: Slowest aperture rate sent, m/s (slower asks still move, at this rate).
+MIN_RATE = 0.01
 #: A refused action is sent again at most this often, s.
 RETRY_S = 0.5
 
@@ -157,9 +159,19 @@ class FrankaHand:
         Apertures at or below this (m) mean "closed on nothing".
     stall_speed : float
         Aperture rates below this (m/s) mean the fingers have stopped.
-    speed_tolerance : float
-        A new action is sent when the asked rate differs from the running
-        one's by more than this factor.
+    hold_margin : float
+        A grasp that stalls at least this much (m) wider than its target
+        width has an object between the fingers.
+    lookahead_s : float
+        Each action is a chunk: to where the fingers would be this long
+        from now at the asked rate.
+    overshoot_tol : float
+        A running chunk is cut short (a new action) only if it would go this
+        much (m) further than the intent now asks.
+    chunk_min : float
+        A finished chunk is followed by the next only if that moves at least this much, m.
+    min_interval_s : float
+        At most one action of the same kind per this interval, s.
     read_period_s : float
         Period of the state reader thread, s.
     state_timeout_s : float
@@ -179,20 +191,24 @@ class FrankaHand:
 
     def __init__(self, host: str, max_force: float = 70.0, homing: bool = False,
                  empty_width: float = 0.005, stall_speed: float = 0.003,
-                 speed_tolerance: float = 1.5, read_period_s: float = 0.004,
+                 hold_margin: float = 0.002, lookahead_s: float = 0.3,
+                 overshoot_tol: float = 0.01, chunk_min: float = 0.002,
+                 min_interval_s: float = 0.1, read_period_s: float = 0.004,
                  state_timeout_s: float = 1.0,
                  connect: Callable[[str], Any] | None = None) -> None:
         if not 0.0 < float(max_force) <= HAND_FORCE_LIMIT:
             raise ValueError(f"gripper_max_force must be in (0, {HAND_FORCE_LIMIT}] N (the "
                              f"Franka Hand's limit), got {max_force!r}")
-        if not float(speed_tolerance) > 1.0:
-            raise ValueError(f"speed_tolerance must be > 1, got {speed_tolerance!r}")
         self.host = host
         self.max_force = float(max_force)
         self.homing = bool(homing)
         self.empty_width = float(empty_width)
         self.stall_speed = float(stall_speed)
-        self.speed_tolerance = float(speed_tolerance)
+        self.hold_margin = float(hold_margin)
+        self.lookahead_s = float(lookahead_s)
+        self.overshoot_tol = float(overshoot_tol)
+        self.chunk_min = float(chunk_min)
+        self.min_interval_s = float(min_interval_s)
         self.read_period_s = float(read_period_s)
         self.state_timeout_s = float(state_timeout_s)
         self._connect_fn = connect
@@ -313,14 +329,15 @@ class FrankaHand:
         return GripperState(aperture=r.width, velocity=r.rate, force=force, holding=holding)
 
     def _holding(self, r: _Reading) -> bool:
-        """Held: the grasp's fingers stalled wider than ``empty_width``, and stay wider.
+        """Held: the grasp's fingers stalled short of its width and wider than ``empty_width``.
 
         Once stalled on an object the grasp counts as holding until the
         width falls to ``empty_width`` (the object slipped out) or another
         action is sent, so a squeeze's jitter is no drop.
         """
         cur = self.current
-        if cur is None or cur.kind != GRASP or r.width <= self.empty_width:
+        if cur is None or cur.kind != GRASP or r.width <= self.empty_width \
+                or r.width < cur.width + self.hold_margin:
             return False
         # Stalled *after closing* (a grasp just sent has not moved yet), or answered.
         closed = self._closing_seen_t >= cur.sent_t or (cur.done and cur.result is True)
@@ -351,17 +368,31 @@ class FrankaHand:
         if abs(v) < DEADBAND:
             return self.halt()
         kind = OPEN if v > 0 else GRASP
-        rate = abs(v)
-        if cur is not None and cur.error not in ("", "superseded") \
-                and time.monotonic() - cur.sent_t < RETRY_S:
+        rate = max(abs(v), MIN_RATE)
+        now = time.monotonic()
+        if cur is not None and cur.error not in ("", "superseded") and now - cur.sent_t < RETRY_S:
             return None  # the Hand refused it: retry at a calm pace, not every tick
-        if (cur is not None and cur.kind == kind and cur.error in ("", "superseded")
-                and 1.0 / self.speed_tolerance <= rate / cur.rate <= self.speed_tolerance
-                and (kind == OPEN or abs(cur.force - f) <= 0.01 * max(f, 1.0))):
+        with self._lock:
+            r = self._reading
+        assert r is not None
+        # A chunk: where the fingers would be lookahead_s from now at this rate.
+        target = min(max(r.width + v * self.lookahead_s, lim.min_aperture), lim.max_aperture)
+        if cur is None or cur.kind != kind or cur.error not in ("", "superseded") \
+                or (kind == GRASP and abs(cur.force - f) > 0.01 * max(f, 1.0)):
+            send = True                                  # new direction, force or a retry
+        elif kind == GRASP and self._holding(r):
+            send = False                                 # closed on an object: keep squeezing
+        elif not cur.done:
+            # Running the same way: cut it short only if it overshoots what is asked now
+            # (the intent slowed down a lot); else let it finish (no preemption).
+            send = (cur.width - target) * math.copysign(1.0, v) > self.overshoot_tol
+        else:
+            # Finished its chunk: the next one if the intent still goes further.
+            send = (target - cur.width) * math.copysign(1.0, v) > self.chunk_min
+        if not send or (cur is not None and cur.kind == kind
+                        and now - cur.sent_t < self.min_interval_s):
             return None
-        if kind == OPEN:
-            return self._send(HandAction(OPEN, rate, 0.0, lim.max_aperture))
-        return self._send(HandAction(GRASP, rate, f, 0.0))
+        return self._send(HandAction(kind, rate, f if kind == GRASP else 0.0, target))
 
     def halt(self) -> HandAction | None:
         """Stop the fingers -- except a grasp holding an object, which keeps squeezing.
@@ -403,14 +434,16 @@ class FrankaHand:
                 self.unanswered += 1
         action.sent_t = time.monotonic()
         self.actions.append(action)
+        # libfranka's speed is per finger (franky-sim limits each finger to it).
         if action.kind == OPEN:
             call = lambda: g.move(action.width, action.rate / 2.0)  # noqa: E731
         elif action.kind == GRASP:
-            # Close toward 0 at the rate; any object stops the fingers and is
-            # squeezed with the force.  Epsilons: the grasp "succeeds" wherever
-            # it settles (holding is judged from the width, see _holding).
-            call = lambda: g.grasp(0.0, action.rate / 2.0, action.force,  # noqa: E731
-                                   epsilon_inner=0.0, epsilon_outer=self.limits.max_aperture)
+            # Close to the chunk's width at the rate; an object on the way stops
+            # the fingers and is squeezed with the force.  Epsilons: the grasp
+            # "succeeds" wherever it settles (holding is judged from the width).
+            call = lambda: g.grasp(action.width, action.rate / 2.0, action.force,  # noqa: E731
+                                   epsilon_inner=action.width,
+                                   epsilon_outer=self.limits.max_aperture)
         else:
             call = g.stop
 

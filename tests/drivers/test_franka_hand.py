@@ -54,7 +54,7 @@ class RecordingGripper:
         self.release.wait(5)
         return True
 
-    def grasp(self, width, speed, force, epsilon_inner, epsilon_outer):
+    def grasp(self, width, speed, force, epsilon_inner=0.005, epsilon_outer=0.005):
         self._record("grasp", width, speed, force)
         self.release.wait(5)
         return True
@@ -81,25 +81,35 @@ def recording_hand(**kw):
     return hand, g["g"]
 
 
-def test_velocity_becomes_few_actions_and_force_is_clamped():
+def until_calls(hand, g, n, velocity, force):
+    """Repeat a command every 10 ms (as the effector does) until the Hand got ``n`` calls."""
+    deadline = time.monotonic() + 5.0
+    while len(g.calls) < n:
+        assert time.monotonic() < deadline, g.calls
+        hand.command(velocity, force)
+        time.sleep(0.01)
+    return g.wait_calls(n)
+
+
+def test_velocity_becomes_few_chunked_actions_and_force_is_clamped():
     hand, g = recording_hand(max_force=40.0)
     try:
         assert hand.limits.max_force == 40.0 and hand.limits.max_aperture == 0.08
-        hand.command(-0.04, 500.0)         # close: a grasp at the driver's force limit
-        for _ in range(20):                # the same command again: nothing new is sent
+        hand.command(-0.04, 500.0)   # close: a grasp chunk (0.3 s ahead) at the force limit
+        for _ in range(20):          # the same ask while it runs: nothing new is sent
             hand.command(-0.045, 500.0)
         calls = g.wait_calls(1)
-        assert calls == [("grasp", 0.0, 0.02, 40.0)]   # aperture rate 0.04 = 0.02 per finger
-        hand.command(-0.04, 15.0)          # a lower cap is a new grasp
-        assert g.wait_calls(2)[-1] == ("grasp", 0.0, 0.02, 15.0)
-        hand.command(1.0, 15.0)            # open: rate clamped to the Hand's 0.1 m/s
-        assert g.wait_calls(3)[-1] == ("move", 0.08, 0.05)
-        hand.command(0.0, 15.0)            # zero: stop the move
+        assert calls == [("grasp", pytest.approx(0.08 - 0.04 * 0.3), 0.02, 40.0)]  # per finger
+        # A lower cap is a new grasp (within the 0.1 s spacing of same-kind actions).
+        assert until_calls(hand, g, 2, -0.04, 15.0)[-1][3] == 15.0
+        # Open: the rate is clamped to the Hand's 0.1 m/s, the width to its range.
+        assert until_calls(hand, g, 3, 1.0, 15.0)[-1] == ("move", 0.08, 0.05)
+        hand.command(0.0, 15.0)      # zero: stop the move
         assert g.wait_calls(4)[-1] == ("stop",)
         hand.command(float("nan"), float("nan"))   # garbage: no motion (already stopped)
         time.sleep(0.05)
         assert len(g.calls) == 4
-        assert hand.unanswered == 3        # the two grasps and the move were superseded
+        assert hand.unanswered == 3  # the two grasps and the move were cut short
     finally:
         g.release.set()
         hand.close()
@@ -108,20 +118,22 @@ def test_velocity_becomes_few_actions_and_force_is_clamped():
 def test_a_grasp_holding_an_object_is_never_stopped():
     hand, g = recording_hand()
     try:
-        hand.command(-0.05, 20.0)
+        hand.command(-0.05, 20.0)    # a chunk toward 0.065 m
         g.wait_calls(1)
-        g.width = OBJECT_W                 # the fingers stalled on a 3 cm object
+        g.width = 0.07               # the fingers closed and stalled on a 7 cm object
         deadline = time.monotonic() + 5
         while not hand.read().holding:
             assert time.monotonic() < deadline, "never reported holding"
             time.sleep(0.01)
         st = hand.read()
-        assert st.force == 20.0 and st.aperture == OBJECT_W
+        assert st.force == 20.0 and st.aperture == 0.07
         assert hand.halt() is None and hand.stop_moves() is None   # e-stop, watchdog, fault
-        hand.command(0.0, 20.0)
-        time.sleep(0.05)
-        assert g.calls == [("grasp", 0.0, 0.025, 20.0)]
-        g.width = 0.001                    # the object slipped out: closed on nothing
+        for _ in range(20):
+            hand.command(0.0, 20.0)      # a stale intent
+            hand.command(-0.05, 20.0)    # the guard's closed hand: keep squeezing
+            time.sleep(0.01)
+        assert g.calls == [("grasp", pytest.approx(0.065), 0.025, 20.0)]
+        g.width = 0.001              # the object slipped out: closed on nothing
         deadline = time.monotonic() + 5
         while hand.read().holding:
             assert time.monotonic() < deadline
@@ -213,7 +225,8 @@ def test_click_grasps_the_object_holds_it_through_an_estop_lifts_and_releases():
             # Closed on the 3 cm box (the pads' 1.5 mm skin aside), with the session's cap.
             assert abs(st.gripper.aperture - OBJECT_W) < 0.002, st.gripper
             assert st.gripper.force == 15.0
-            assert [a.force for a in drv.hand.actions if a.kind == "grasp"] == [15.0]
+            grasps = [a for a in drv.hand.actions if a.kind == "grasp"]
+            assert grasps and all(a.force == 15.0 for a in grasps)   # every chunk at the cap
             # E-stop (and then a stale bus) while holding: the arm stops, the hand stays shut.
             sent = len(drv.hand.actions)
             ctl.estop("test")
@@ -260,6 +273,7 @@ def test_the_force_cap_reaches_the_fingers_a_weak_grip_drops_the_object():
             st, t, _ = run_until(ctl, [0.0, 0.0, 0.08, 0.0], lambda s: ctl.gripper.drops > 0,
                                  3.0, t)
             assert ctl.gripper.drops == 1, st.gripper
-            assert st.gripper.aperture < 0.005 and not st.gripper.holding
+            # The fingers closed past where the object was: it is gone from the hand.
+            assert st.gripper.aperture < OBJECT_W - 0.003 and not st.gripper.holding
         finally:
             ctl.close()
