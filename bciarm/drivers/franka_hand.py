@@ -7,25 +7,30 @@ gripper methods of :mod:`bciarm.drivers.gripper` (``gripper_limits``,
 drives the simulated Panda fingers.
 
 The Hand is not a velocity device: libfranka offers *actions* -- ``move``
-(to a width at a speed), ``grasp`` (close at a speed until an object stops
-the fingers, then squeeze it with a force) and ``stop`` -- each a blocking
-TCP request answered when the action ends.  The velocity the guard asks for
-every tick becomes an action only when it changes what the Hand should do:
+(to a width at a speed), ``grasp`` (close to a width at a speed; an object
+met on the way is squeezed with a force) and ``stop`` -- each a blocking TCP
+request answered when the action ends.  The aperture rate ``v`` the guard
+asks for every tick becomes a *chunk*: an action to where the fingers would
+be ``lookahead_s`` (0.3 s) from now at that rate, at that rate:
 
 ========================  ===================================================
 guard asks                the Hand does
 ========================  ===================================================
-aperture rate > 0         ``move`` to the widest aperture at that rate
-aperture rate < 0         ``grasp`` toward width 0 at that rate with the
-                          force cap (the force-controlled way to close: on an
-                          object it squeezes with exactly that force)
-0                         ``stop`` -- unless a grasp holds an object: that
+``v > 0``                 ``move`` to ``width + v * lookahead_s``
+``v < 0``                 ``grasp`` to ``width + v * lookahead_s`` with the
+                          force cap (the force-limited way to close: on an
+                          object it stops and squeezes with that force)
+``v == 0``                ``stop`` -- unless a grasp holds an object: that
                           grasp keeps squeezing (see Safety)
 ========================  ===================================================
 
-A new action is sent only when the direction changes, the rate differs from
-the running action's by more than ``speed_tolerance`` (a factor) or the force
-changes; a steady command sends nothing.
+A new action is sent when the direction or the force changes, when the
+running chunk would overshoot what is asked now by more than
+``overshoot_tol`` (1 cm: the intent slowed down), or when a chunk has ended
+and the intent still goes on -- at most one per ``min_interval_s`` (0.1 s)
+of the same kind.  A steady intent thus streams chunk after chunk without
+cutting any short, and a closed-loop aperture converges (measured on
+franky-sim: two or three actions per aperture goal, none cut short).
 
 Never blocking the 7-D loop
     Every action runs in its own (daemon) thread with franky's *blocking*
@@ -47,12 +52,13 @@ Force
     reports the commanded grasp force while an object is held, else 0.
 
 Holding
-    An object is held when the last action is a grasp, the fingers have
-    closed and stopped (aperture rate below ``stall_speed``) and the aperture is wider
-    than ``empty_width`` (a grasp on nothing closes the fingers to ~0).  The
-    rule is the driver's own (libfranka's ``is_grasped`` needs the object's
-    width in advance); a held object that slips out makes the still-closing
-    fingers fall below ``empty_width``: the guard's drop detection sees it.
+    An object is held when the last action is a grasp whose fingers closed
+    and stopped (aperture rate below ``stall_speed``) at least
+    ``hold_margin`` short of the grasp's width and wider than
+    ``empty_width``: something is between them.  The rule is the driver's
+    own (libfranka's ``is_grasped`` needs the object's width in advance); a
+    held object that slips out lets the squeezing fingers close on to the
+    grasp's width: no longer held, and the guard's drop detection sees it.
 
 Safety
     The effector's e-stop, watchdog and driver faults call ``stop`` for
@@ -61,14 +67,17 @@ Safety
     ``stop`` ends the grasp's squeeze, and dropping a cup of hot tea is a
     hazard of its own.  Only a release command of the participant (or the
     operator through the same path) opens a closed hand.  If this process
-    dies mid-action the Hand finishes that action: an opening ``move`` opens
-    fully (at most ``max_aperture``), a ``grasp`` closes with the force cap.
+    dies mid-action the Hand finishes that action, one chunk: at most
+    ``0.1 m/s * lookahead_s`` = 3 cm of travel (a ``grasp`` with the force cap).
 
 franky-sim 1.0.4 never answers an action that a newer one (or ``stop``)
 superseded (libfranka's protocol has an ``aborted`` answer for it); the
-thread of such an action stays blocked for the life of the process.  The
-count is kept in :attr:`FrankaHand.unanswered`; the action rules above keep
-it to about one per direction change.
+thread of such an action stays blocked (polling its socket) for the life of
+the process.  The count is kept in :attr:`FrankaHand.unanswered`; the chunk
+rules keep it to the cut-short cases (a stop or reversal mid-chunk).  Sent
+at 100 Hz, such cut-short actions broke franky-sim's gripper connection
+(libfranka ``TCP send bytes: I/O error``), which is why actions are chunks
+and spaced.
 """
 
 from __future__ import annotations
