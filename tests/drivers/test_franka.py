@@ -80,8 +80,9 @@ def test_check_driver_command_passes_against_franky_sim(sim):
     report = json.loads(out.stdout.strip().splitlines()[-1])
     steps = {s["name"]: s for s in report["steps"]}
     for name in ("connect", "read state", "small motion", "stop", "watchdog", "bad commands",
-                 "close"):
+                 "gripper", "close"):
         assert steps[name]["ok"] is True, steps[name]
+    assert steps["gripper"]["detail"].startswith("closed"), steps["gripper"]   # the Franka Hand
     assert "PASSED" in report["summary"]
 
 
