@@ -212,7 +212,7 @@ def run_until(ctl, intent, cond, seconds, t, grasp=GRASP_NONE):
 
 @needs_sim
 @pytest.mark.timeout(180)
-def test_click_grasps_the_object_holds_it_through_an_estop_lifts_and_releases():
+def test_click_grasps_holds_through_an_estop_lifts_and_releases_an_estop_stops_opening():
     with FrankySim("auto", grasp_object=OBJECT_W, object_mass=0.5) as sim:
         drv, ctl = hand_controller(sim.host, grip_force=15.0)
         try:
@@ -245,9 +245,25 @@ def test_click_grasps_the_object_holds_it_through_an_estop_lifts_and_releases():
             st, t, _ = run_until(ctl, rest, lambda s: False, 0.5, t)
             assert st.gripper.holding and abs(st.gripper.aperture - OBJECT_W) < 0.002
             assert ctl.gripper.drops == 0
-            # Release: the hand opens to the release aperture and lets go.
-            st, t, ok = run_until(ctl, rest, lambda s: s.gripper.aperture >= 0.07, 3.0, t,
+            # Release: the hand opens ...
+            st, t, ok = run_until(ctl, rest, lambda s: s.gripper.aperture >= 0.045, 3.0, t,
                                   grasp=GRASP_RELEASE)
+            assert ok and not st.gripper.holding, st.gripper
+            # ... an e-stop mid-opening stops the fingers (a Hand `stop`) ...
+            ctl.estop("test")
+            for _ in range(20):
+                t += 0.01
+                st = ctl.update(None, t)
+            assert drv.hand.actions[-1].kind == "stop", drv.hand.actions[-3:]
+            a_stopped = st.gripper.aperture
+            for _ in range(30):
+                t += 0.01
+                st = ctl.update(None, t)
+            assert abs(st.gripper.aperture - a_stopped) < 0.001, (a_stopped, st.gripper)
+            assert st.gripper.aperture < 0.065
+            # ... and after resume the release goes on to the release aperture.
+            ctl.resume()
+            st, t, ok = run_until(ctl, rest, lambda s: s.gripper.aperture >= 0.07, 3.0, t)
             assert ok and not st.gripper.holding, st.gripper
             print(f"\nhand actions: {[(a.kind, a.rate, a.force) for a in drv.hand.actions]}; "
                   f"unanswered {drv.hand.unanswered}")
