@@ -61,13 +61,16 @@ Holding
     grasp's width: no longer held, and the guard's drop detection sees it.
 
 Safety
-    The effector's e-stop, watchdog and driver faults call ``stop`` for
-    moves and for a grasp that has not closed on anything, but a grasp that
-    holds an object is never stopped or opened by a fault: on the Hand a
-    ``stop`` ends the grasp's squeeze, and dropping a cup of hot tea is a
-    hazard of its own.  Only a release command of the participant (or the
-    operator through the same path) opens a closed hand.  If this process
-    dies mid-action the Hand finishes that action, one chunk: at most
+    When the guard asks for zero (e-stop, a stale intent, garbage) the Hand
+    stops; the driver's ``stop()`` (every e-stopped tick) ends a running
+    ``move``.  But a grasp that holds an object is never stopped or opened
+    by any of them: on the Hand a ``stop`` ends the grasp's squeeze, and
+    dropping a cup of hot tea is a hazard of its own.  A hand closed by a
+    grasp command (the guard's CLOSED mode) keeps closing / squeezing with
+    the force cap through e-stop and bus loss, as the guard asks; only a
+    release opens it.  Arm errors and their recovery leave the Hand alone,
+    and closing the driver sends the Hand nothing.  If this process dies
+    mid-action the Hand finishes that action, one chunk: at most
     ``0.1 m/s * lookahead_s`` = 3 cm of travel (a ``grasp`` with the force cap).
 
 franky-sim 1.0.4 never answers an action that a newer one (or ``stop``)

@@ -293,3 +293,54 @@ def test_the_force_cap_reaches_the_fingers_a_weak_grip_drops_the_object():
             assert st.gripper.aperture < OBJECT_W - 0.003 and not st.gripper.holding
         finally:
             ctl.close()
+
+
+@needs_sim
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_4d_gestures_session_on_the_franka_opens_and_pinches_the_hand(tmp_path):
+    """``arm_gestures`` cut to 4-D (x, y, z, grasp: open / pinch) on the Franka driver.
+
+    A short session (8 open-loop calibration trials, one block of 4) through
+    ``bciarm run``: the Hand must reach the open (7.5 cm) and pinch (1 cm)
+    apertures under closed-loop control.
+    """
+    import csv
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    from bciarm import registry
+
+    repo = Path(__file__).resolve().parents[2]
+    data = yaml.safe_load(registry.config_file("arm_gestures").read_text())
+    with FrankySim("auto") as sim:
+        data["name"] = "arm_gestures_franka"
+        data["axes"] = ["x", "y", "z", "grasp"]
+        arm = data["nodes"]["arm"]["params"]
+        arm.pop("wrist", None)
+        arm.update(driver="franka", max_speed=0.15, stop_within_s=0.3, max_decel=1.0,
+                   driver_params={"host": sim.host, "scene": "arm_table",
+                                  "home_on_connect": True, "gripper": True})
+        data["nodes"]["task"]["params"]["sequence"] = ["open", "pinch"]
+        data["protocol"]["calibration"]["trials"] = 8
+        data["protocol"]["blocks"] = [{"name": "closed_loop_1", "trials": 4,
+                                       "max_duration_s": 120}]
+        config = tmp_path / "arm_gestures_franka.yaml"
+        config.write_text(yaml.safe_dump(data))
+        out = subprocess.run([sys.executable, "-m", "bciarm.cli", "run", str(config), "--seed",
+                              "0", "--json", "--out", str(tmp_path)],
+                             capture_output=True, text=True, timeout=580, cwd=repo,
+                             env=dict(os.environ, COLUMNS="120"))
+    print(out.stderr[-2500:])
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    print(metrics)
+    rows = list(csv.DictReader(open(Path(metrics["session_dir"]) / "trials.csv")))
+    closed = [r for r in rows if r["mode"] == "closed_loop"]
+    done = {r["item"] for r in closed if r["outcome"] == "success"}
+    assert {"open", "pinch"} <= done, closed
+    assert metrics["success_rate"] >= 0.75
