@@ -464,10 +464,14 @@ class FrankaHand:
                 result = bool(call())
             except Exception as exc:  # noqa: BLE001 - recorded; the guard sees the width
                 what = f"{type(exc).__name__}: {exc}"
+                if action.error == "superseded":
+                    # A cut-short action franky-sim never answered, ended by a closed
+                    # connection (the driver or the simulator went away): nothing to report.
+                    log.debug("FrankaDriver: superseded Hand %s ended (%s)", action.kind, what)
+                    return
                 self.errors.append((time.monotonic(), what))
                 log.warning("FrankaDriver: Franka Hand %s failed (%s)", action.kind, what)
-                if action.error != "superseded":
-                    action.error = what
+                action.error = what
                 action.done = True
                 return
             if action.error != "superseded":
