@@ -106,3 +106,18 @@ def test_setup_errors_exit_2_with_the_fix():
 def test_parse_params_reads_yaml_values():
     assert parse_params(("host=127.0.0.1", "node_ids=[3, 4]", "simulate=true", "x=0.5")) == {
         "host": "127.0.0.1", "node_ids": [3, 4], "simulate": True, "x": 0.5}
+
+
+def test_check_driver_exercises_a_simulated_gripper():
+    """The ``gripper`` step: the arm_box_blocks Panda's fingers close (force over the limit
+    asked), open, and take a NaN command; a robot without a gripper says so."""
+    from bciarm.drivers.pybullet_arm import PyBulletArmDriver
+    from bciarm.testing.driver_checks import run_driver_checks
+
+    report = run_driver_checks(lambda: PyBulletArmDriver(scene="arm_box_blocks"),
+                               speed_limit=False)
+    steps = {s.name: s for s in report.steps}
+    assert report.passed and steps["gripper"].ok, steps["gripper"]
+    assert steps["gripper"].detail.startswith("closed"), steps["gripper"].detail
+    report = run_driver_checks(lambda: PyBulletArmDriver(scene="arm_table"), speed_limit=False)
+    assert {s.name: s for s in report.steps}["gripper"].detail == "no gripper"

@@ -41,6 +41,16 @@ Errors and recovery
     :class:`~bciarm.drivers.base.DriverError` (a robot that keeps failing
     needs a person).
 
+Franka Hand
+    With a Hand attached (``gripper: auto``, the default, uses it when one
+    answers; ``true`` requires it; ``false`` never connects to it) the driver
+    has the gripper methods of :mod:`bciarm.drivers.gripper`, so an arm with
+    the ``grasp`` axis and ``gripper`` settings drives it; the velocity the
+    effector's grip guard asks for becomes non-blocking Hand actions (``move``,
+    force-limited ``grasp``, ``stop``) -- see :mod:`bciarm.drivers.franka_hand`
+    for the mapping, the force clamp (``gripper_max_force``) and why a fault
+    never opens a held grasp.
+
 Units and joint order as everywhere in bciarm: rad, rad/s, SI, joints in
 URDF order (``panda_joint1`` … ``panda_joint7``, the robot's joints 1–7).
 """
@@ -59,6 +69,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from bciarm.drivers.base import Driver, DriverError, JointLimits, JointState, RobotModel
+from bciarm.drivers.gripper import GripperLimits, GripperState
 from bciarm.drivers.pacing import DeviceClockPacer
 
 log = logging.getLogger("bciarm.drivers.franka")
@@ -169,6 +180,14 @@ class FrankaDriver(Driver):
     recovery_window_s : float
     recovery_timeout_s : float
         How long one recovery (or reconnect) may take before DriverError.
+    gripper : bool or "auto"
+        Use the Franka Hand: ``"auto"`` if one answers, ``True`` required
+        (DriverError without one), ``False`` never.
+    gripper_max_force : float
+        Largest grasp force sent to the Hand, N (default 70, its continuous
+        force; at most 140); the arm's ``gripper.grip_force`` caps it further.
+    gripper_homing : bool
+        Home the Hand on connect (its fingers open fully and come back).
 
     Attributes
     ----------
@@ -196,7 +215,8 @@ class FrankaDriver(Driver):
                  home_on_connect: bool = False, home_dynamics_factor: float = 0.2,
                  realtime_kernel: bool = False, auto_recover: bool = True,
                  max_recoveries: int = 3, recovery_window_s: float = 60.0,
-                 recovery_timeout_s: float = 5.0) -> None:
+                 recovery_timeout_s: float = 5.0, gripper: bool | str = "auto",
+                 gripper_max_force: float = 70.0, gripper_homing: bool = False) -> None:
         super().__init__()
         from bciarm.sim.scene import load_scene
 
@@ -227,6 +247,14 @@ class FrankaDriver(Driver):
         self.max_recoveries = int(max_recoveries)
         self.recovery_window_s = float(recovery_window_s)
         self.recovery_timeout_s = float(recovery_timeout_s)
+        if gripper not in (True, False, "auto"):
+            raise ValueError(f"gripper must be true, false or 'auto', got {gripper!r}")
+        self.gripper = gripper
+        from bciarm.drivers.franka_hand import FrankaHand
+
+        # Validates the force now; connects in connect().
+        self._hand_spec = FrankaHand(host, max_force=gripper_max_force, homing=gripper_homing)
+        self._hand: FrankaHand | None = None
         self.errors: list[tuple[float, str, str]] = []
         self.recoveries: list[float] = []
         self.commands = 0
@@ -301,10 +329,23 @@ class FrankaDriver(Driver):
             self._limits = self._device_limits(robot)
             if self.home_on_connect:
                 self.move_home()
+            self._connect_hand()
         except Exception:
             self._robot = None
             raise
         self._pacer.reset()
+
+    def _connect_hand(self) -> None:
+        if self.gripper is False:
+            return
+        try:
+            self._hand_spec.open()
+        except DriverError as exc:
+            if self.gripper is True:
+                raise
+            log.info("FrankaDriver: no Franka Hand used (%s)", exc)
+            return
+        self._hand = self._hand_spec
 
     def _device_limits(self, robot: Any) -> JointLimits:
         """The tighter of the kinematics URDF, the robot's own URDF and franky's limits."""
@@ -437,6 +478,9 @@ class FrankaDriver(Driver):
 
     def _close(self) -> None:
         robot, self._robot = self._robot, None
+        hand, self._hand = self._hand, None
+        if hand is not None:
+            hand.close()  # a held grasp keeps squeezing: closing the driver never opens the hand
         try:
             if robot is not None:
                 try:
@@ -453,9 +497,49 @@ class FrankaDriver(Driver):
                 owned.stop()
 
     def stop(self) -> None:
-        """Command zero velocity now: franky brakes at the robot's deceleration limits."""
+        """Command zero velocity now: franky brakes at the robot's deceleration limits.
+
+        A running Hand ``move`` stops too; a grasp is left to the grip guard
+        (a closed hand keeps squeezing through an e-stop).
+        """
         if self.connected and self._robot is not None:
             self._command_velocity(np.zeros(N_JOINTS))
+        if self._hand is not None:
+            try:
+                self._hand.stop_moves()
+            except Exception as exc:  # noqa: BLE001 - the arm's stop must not fail on the Hand
+                log.warning("FrankaDriver: stopping the Hand failed (%s)", exc)
+
+    # ------------------------------------------------------------------ Franka Hand
+
+    def has_gripper(self) -> bool:
+        """True if a Franka Hand is connected and used."""
+        return self._hand is not None
+
+    @property
+    def hand(self) -> Any:
+        """The :class:`~bciarm.drivers.franka_hand.FrankaHand` (None without one)."""
+        return self._hand
+
+    def _require_hand(self) -> Any:
+        self._require_connected()
+        if self._hand is None:
+            why = ("gripper is false" if self.gripper is False
+                   else "no Franka Hand answered at connect")
+            raise DriverError(f"FrankaDriver at {self.host} has no gripper ({why})")
+        return self._hand
+
+    def gripper_limits(self) -> GripperLimits:
+        """Aperture 0 .. the Hand's max width, 0.1 m/s, ``gripper_max_force``."""
+        return self._require_hand().limits
+
+    def read_gripper(self) -> GripperState:
+        """The Hand's latest width, rate, held force and holding flag (never blocks)."""
+        return self._require_hand().read()
+
+    def command_gripper(self, velocity: float, max_force: float) -> None:
+        """Aperture rate (m/s, + opens) with a force cap (N); never blocks (see franka_hand)."""
+        self._require_hand().command(velocity, max_force)
 
     # ------------------------------------------------------------------ errors
 

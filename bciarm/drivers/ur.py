@@ -30,6 +30,14 @@ Pacing
     ``timestamp``), like the Franka driver
     (:class:`~bciarm.drivers.pacing.DeviceClockPacer`).
 
+No gripper
+    ur_rtde's Python API (1.6.5: ``rtde_control``, ``rtde_receive``,
+    ``rtde_io``) has no gripper interface (its C++ library's
+    ``RobotiqGripper`` is not bound), so this driver has none and an arm
+    session with ``gripper`` settings (the ``grasp`` axis) is refused at
+    start.  How a gripper would plug in: see the README, "Reach and grasp --
+    on hardware".
+
 Joint names default to the UR URDF names; limits are parameters (UR5e:
 ±2π, elbow ±π, 3.14 rad/s — the default speed limit here is a conservative
 1.0 rad/s).  For the arm effector give ``urdf`` and ``ee_link`` (no UR URDF
@@ -123,6 +131,10 @@ class URDriver(Driver):
     """
 
     simulated = False
+    #: Why an arm with ``gripper`` settings is refused on this driver (see "No gripper").
+    no_gripper_reason: ClassVar[str] = (
+        "ur-rtde's Python API has no gripper interface; see the README, Reach and grasp -- "
+        "on hardware, for how a UR gripper would plug in")
     paced = True
     #: Modules the contract suite needs to build :meth:`contract_instance` (none: a test double).
     contract_requires: ClassVar[tuple[str, ...]] = ()

@@ -313,6 +313,13 @@ class ArmController:
             return self.last
         cfg = self.config
         self.driver.connect()
+        if cfg.gripper is not None and not has_gripper(self.driver):
+            # Refused before anything else: no arm session without the hand it asked for.
+            why = getattr(self.driver, "no_gripper_reason", "")
+            raise ValueError(f"{type(self.driver).__name__} has no gripper, but the arm "
+                             "config sets `gripper`; use a scene with robot.gripper "
+                             "(e.g. arm_box_blocks) or remove `gripper`" + (f" ({why})"
+                                                                            if why else ""))
         if self.kinematics is None:
             self.kinematics = ArmKinematics(self.driver.robot_model())
         model = self.kinematics.model
@@ -344,10 +351,6 @@ class ArmController:
         self.quat_home = quat.copy()
         self.wrist = OrientationLimits(cfg.wrist, quat)
         if cfg.gripper is not None:
-            if not has_gripper(self.driver):
-                raise ValueError(f"{type(self.driver).__name__} has no gripper, but the arm "
-                                 "config sets `gripper`; use a scene with robot.gripper "
-                                 "(e.g. arm_box_blocks) or remove `gripper`")
             self.gripper = GripperGuard(cfg.gripper, self.driver.gripper_limits(), cfg.tick_s)
         self.now_s = float(now_s)
         self._started = True

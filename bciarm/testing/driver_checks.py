@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -283,6 +284,45 @@ class _Checker:
                                  f"{n} joints")
         return "NaN and ±Inf commands became zero velocity; a wrong-size command was refused"
 
+    def gripper(self) -> str:
+        """A driver with a gripper (``bciarm.drivers.gripper``): limits, reading, close, open."""
+        from bciarm.drivers.gripper import has_gripper
+
+        driver = self.driver
+        assert driver is not None
+        if not has_gripper(driver):
+            return "no gripper"
+        lim = driver.gripper_limits()
+        assert 0.0 <= lim.min_aperture < lim.max_aperture and lim.max_speed > 0 \
+            and lim.max_force > 0, f"{self.name}.gripper_limits() not sane: {lim}"
+
+        def aperture() -> float:
+            st = driver.read_gripper()
+            a = float(st.aperture)
+            assert math.isfinite(a) and lim.min_aperture - 1e-3 <= a <= lim.max_aperture + 1e-3, \
+                f"{self.name}.read_gripper() aperture {a} outside {lim}"
+            return a
+
+        def run(v: float, force: float, seconds: float) -> float:
+            for _ in range(max(1, round(seconds / self.step_s))):
+                driver.command_gripper(v, force)
+                _pass_time(driver, self.step_s)
+            return aperture()
+
+        speed = 0.5 * lim.max_speed
+        a0 = aperture()
+        if a0 - lim.min_aperture < 0.01:  # start from an open hand
+            a0 = run(speed, lim.max_force, 0.5)
+        # Closing with a force over the hardware's limit: the driver clamps it.
+        a1 = run(-speed, 10.0 * lim.max_force, 0.3)
+        assert a1 < a0 - 0.003, f"{self.name}: the gripper did not close ({a0:.4f} -> {a1:.4f} m)"
+        a2 = run(speed, lim.max_force, 0.3)
+        assert a2 > a1 + 0.003, f"{self.name}: the gripper did not open ({a1:.4f} -> {a2:.4f} m)"
+        run(0.0, lim.max_force, 0.05)
+        run(float("nan"), float("nan"), 0.05)  # garbage: no exception, fingers hold
+        return (f"closed {a0 * 1e3:.1f} -> {a1 * 1e3:.1f} mm (force asked 10x the "
+                f"{lim.max_force:g} N limit), opened to {a2 * 1e3:.1f} mm; NaN held")
+
     def close(self) -> str:
         driver = self.driver
         if driver is None:
@@ -313,7 +353,10 @@ def run_driver_checks(make_driver: Callable[[], Driver], step_s: float = 0.01,
     without a device-side watchdog, e.g. simulations whose motors hold their
     last command), ``speed limit`` (a 10× command is clamped; moves every
     joint at its full speed limit for a few ticks), ``bad commands`` (NaN/Inf
-    become zero, a wrong-size command is refused), ``close``.  After a
+    become zero, a wrong-size command is refused), ``gripper`` (a driver with
+    the gripper methods of :mod:`bciarm.drivers.gripper`: sane limits, a
+    reading inside them, closes with a force over its limit asked, opens, a
+    NaN command is harmless; "no gripper" otherwise), ``close``.  After a
     failure the remaining motion steps are skipped and the device is stopped
     and closed.
 
@@ -340,7 +383,7 @@ def run_driver_checks(make_driver: Callable[[], Driver], step_s: float = 0.01,
         ("connect", checker.connect), ("read state", checker.read_state),
         ("small motion", checker.small_motion), ("stop", checker.stop),
         ("watchdog", checker.watchdog), ("speed limit", checker.speed_limit),
-        ("bad commands", checker.bad_commands)]
+        ("bad commands", checker.bad_commands), ("gripper", checker.gripper)]
     failed = False
 
     def record(step: CheckStep) -> None:

@@ -23,6 +23,11 @@ command does) with two settings of our own:
   (< 0.006 rad/s).  These gains are the simulator's stand-in for the
   robot's own joint controllers; nothing in bciarm sees them.
 
+* optionally (``grasp_object=WIDTH``) a free box ``WIDTH`` wide between the
+  open fingers of the Hand at home, resting on a fixed post, so a grasp has
+  something to close on and a lift shows whether it holds (franky-sim's
+  embedding API allows extra MuJoCo bodies; its own command adds none).
+
 franky-sim's own command would also do, but not as it ships: its
 ``--simulator auto`` default tries the Genesis back end first and fails when
 Genesis is not installed.  The readiness signal is the line ``Connect to the
@@ -125,6 +130,11 @@ class FrankySim:
         take a few seconds on a loaded machine).
     scene : str
         Scene whose robot home posture the simulated arm starts at.
+    grasp_object : float, optional
+        Width (m) of a box placed between the open fingers at home (see the
+        module docstring); the Hand then starts fully open.
+    object_mass : float
+        Its mass, kg.
 
     Attributes
     ----------
@@ -134,9 +144,12 @@ class FrankySim:
     """
 
     def __init__(self, host: str = "auto", start_timeout_s: float = 60.0,
-                 scene: str = "arm_table") -> None:
+                 scene: str = "arm_table", grasp_object: float | None = None,
+                 object_mass: float = 0.2) -> None:
         self.requested_host = host
         self.scene = scene
+        self.grasp_object = grasp_object
+        self.object_mass = float(object_mass)
         self.host = host
         self.start_timeout_s = float(start_timeout_s)
         self.process: subprocess.Popen[str] | None = None
@@ -167,6 +180,9 @@ class FrankySim:
         self.host = host
         cmd = [sys.executable, "-m", "bciarm.testing.franky_sim", "--hostname", host,
                "--scene", str(self.scene)]
+        if self.grasp_object is not None:
+            cmd += ["--grasp-object", repr(float(self.grasp_object)),
+                    "--object-mass", repr(self.object_mass)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, text=True, env=env,
@@ -243,6 +259,54 @@ class FrankySim:
 
 # --------------------------------------------------------------------------- the child
 
+#: Half height of the grasp object, m (the finger pads are 17 mm tall).
+OBJECT_HALF_HEIGHT = 0.02
+#: Distance from a finger body's origin to the middle of its pad, m (fr3.xml).
+PAD_OFFSET = 0.0445
+
+
+def add_grasp_object(sim: object, robot: object, width: float, mass: float) -> None:
+    """A free box ``width`` wide between the Hand's open fingers, on a fixed post.
+
+    The fingers' pose at the robot's initial posture comes from a throwaway
+    MuJoCo model of the scene built so far (before the simulator starts);
+    the box is aligned with the hand (its width across the fingers) and its
+    post sits below the finger tips, so only the box touches the fingers.
+    """
+    import xml.etree.ElementTree as ET
+
+    import mujoco
+    import numpy as np
+
+    model = mujoco.MjModel.from_xml_string(ET.tostring(sim.scene, encoding="unicode"))
+    data = mujoco.MjData(model)
+    for addr, q in zip(_joint_qpos(model, "robot0_fr3_joint", 7), robot.initial_q):
+        data.qpos[addr] = q
+    mujoco.mj_forward(model, data)
+    hand = model.body("robot0_hand").id
+    rot = data.xmat[hand].reshape(3, 3)
+    fingers = [data.xpos[model.body(f"robot0_{n}_finger").id] for n in ("left", "right")]
+    centre = np.mean(fingers, axis=0) + rot[:, 2] * PAD_OFFSET
+    quat = data.xquat[hand]
+    body = ET.SubElement(sim.worldbody, "body", name="grasp_object",
+                         pos=" ".join(f"{c:.6f}" for c in centre),
+                         quat=" ".join(f"{c:.6f}" for c in quat))
+    ET.SubElement(body, "freejoint", name="grasp_object_joint")
+    # x: along the hand's x (finger depth), y: across the fingers, z: along the tool axis.
+    ET.SubElement(body, "geom", type="box", size=f"0.012 {width / 2:.6f} {OBJECT_HALF_HEIGHT}",
+                  mass=f"{mass}", friction="1.0 0.005 0.0001", rgba="0.8 0.3 0.2 1")
+    below = centre - np.array([0.0, 0.0, OBJECT_HALF_HEIGHT + 0.05])
+    ET.SubElement(sim.worldbody, "geom", name="grasp_post", type="box", size="0.01 0.01 0.05",
+                  pos=" ".join(f"{c:.6f}" for c in below), rgba="0.5 0.5 0.5 1")
+
+
+def _joint_qpos(model: object, prefix: str, n: int) -> list[int]:
+    import mujoco
+
+    return [int(model.jnt_qposadr[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT,
+                                                       f"{prefix}{i}")]) for i in range(1, n + 1)]
+
+
 #: Scale of franky-sim's default servo gains for the wrist joints 5-7 (see the module docstring).
 WRIST_GAIN_SCALE = 0.2
 
@@ -255,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hostname", default="127.0.0.1")
     parser.add_argument("--scene", default="arm_table",
                         help="scene whose robot home posture the arm starts at")
+    parser.add_argument("--grasp-object", type=float, default=None, metavar="WIDTH",
+                        help="place a box this wide (m) between the open fingers at home")
+    parser.add_argument("--object-mass", type=float, default=0.2)
     args = parser.parse_args(argv)
 
     import franky_sim
@@ -268,7 +335,11 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM ends the loop the way Ctrl-C does, so the sockets are closed cleanly.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with MujocoSimulator(enable_visualization=False) as sim:
-        robot = sim.add_robot(initial_q=home, kp=kp, kv=kv)
+        if args.grasp_object is None:
+            robot = sim.add_robot(initial_q=home, kp=kp, kv=kv)
+        else:
+            robot = sim.add_robot(initial_q=home, kp=kp, kv=kv, initial_hand_width=0.08)
+            add_grasp_object(sim, robot, args.grasp_object, args.object_mass)
         with franky_sim.SimulationServer(sim, hostname_candidates=[args.hostname]) as server:
             print(f"{_READY}{robot.hostname}' as the robot IP address", flush=True)
             try:

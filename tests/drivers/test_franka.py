@@ -80,8 +80,9 @@ def test_check_driver_command_passes_against_franky_sim(sim):
     report = json.loads(out.stdout.strip().splitlines()[-1])
     steps = {s["name"]: s for s in report["steps"]}
     for name in ("connect", "read state", "small motion", "stop", "watchdog", "bad commands",
-                 "close"):
+                 "gripper", "close"):
         assert steps[name]["ok"] is True, steps[name]
+    assert steps["gripper"]["detail"].startswith("closed"), steps["gripper"]   # the Franka Hand
     assert "PASSED" in report["summary"]
 
 
@@ -330,9 +331,10 @@ def test_wrist_axes_turn_the_franka_hand(sim):
 
 
 @pytest.mark.timeout(60)
-def test_grasp_needs_a_gripper_the_franka_driver_does_not_drive(sim):
-    """No silent 7-D session: the Franka driver does not drive the Franka Hand (yet), so
-    an arm with the grasp axis (which needs `gripper`) is refused before it moves."""
+def test_grasp_axis_needs_the_hand_and_is_refused_without_it(sim):
+    """No silent 7-D session: the grasp axis needs `gripper` settings, and a driver told not
+    to use the Hand (or a robot without one) is refused before the arm moves; with the Hand
+    (franky-sim simulates one) the same arm starts."""
     axes = ("x", "y", "z", "roll", "pitch", "yaw", "grasp")
     from bciarm.effectors.arm import ArmConfig
 
@@ -341,7 +343,7 @@ def test_grasp_needs_a_gripper_the_franka_driver_does_not_drive(sim):
     from bciarm.drivers.franka import FrankaDriver
     from bciarm.effectors.arm import ArmController
 
-    drv = FrankaDriver(host=sim.host, home_on_connect=False)
+    drv = FrankaDriver(host=sim.host, home_on_connect=False, gripper=False)
     ctl = ArmController(drv, axes=axes, gripper={}, max_speed=SESSION_SPEED,
                         stop_within_s=0.3, max_decel=1.0)
     try:
@@ -349,3 +351,12 @@ def test_grasp_needs_a_gripper_the_franka_driver_does_not_drive(sim):
             ctl.start(0.0)
     finally:
         drv.close()
+    ctl = ArmController(FrankaDriver(host=sim.host, gripper=True), axes=axes, gripper={},
+                        max_speed=SESSION_SPEED, stop_within_s=0.3, max_decel=1.0)
+    try:
+        st = ctl.start(0.0)
+        assert st.gripper is not None and 0.0 < st.gripper.aperture <= 0.08
+    finally:
+        ctl.close()
+    with pytest.raises(ValueError, match="gripper must be true, false or 'auto'"):
+        FrankaDriver(gripper="yes")

@@ -160,3 +160,22 @@ def test_connecting_to_nobody_fails_plainly():
     with pytest.raises(DriverError, match="could not connect to the UR controller at 127.0.0.1"):
         URDriver(host="127.0.0.1").connect()  # nothing serves RTDE on this machine
     assert time.monotonic() - t0 < 60
+
+
+def test_an_arm_with_a_gripper_is_refused_on_ur_before_it_moves():
+    """ur-rtde's Python API has no gripper: the grasp axis (which needs `gripper`) is refused
+    at start, naming why -- before kinematics are even looked at (no UR URDF ships)."""
+    from bciarm.drivers.gripper import has_gripper
+    from bciarm.effectors.arm import ArmController
+
+    double = URRTDEDouble()
+    drv = URDriver(host="ur-test-double", rtde=double, command_timeout_s=0.1)
+    assert not has_gripper(drv)
+    ctl = ArmController(drv, axes=("x", "y", "z", "grasp"), gripper={})
+    try:
+        with pytest.raises(ValueError, match=r"URDriver has no gripper.*ur-rtde's Python API "
+                                             r"has no gripper interface"):
+            ctl.start(0.0)
+        assert not calls(double, "speedJ") and not calls(double, "speedL")
+    finally:
+        drv.close()
