@@ -13,7 +13,11 @@ where the hand is (no return home); a hand on the far side first goes back
 over the partition at ``return_z`` (aiming straight at the block, a hand that
 sags on the way catches on the partition).  Blocks nearer the partition than
 ``min_pick_y`` are out of reach (the hand would hit the partition) and left
-where they are.  When one side is empty the direction reverses, so the test
+where they are, as are blocks that bounced or were pushed beyond the arm's
+workspace (``max_pick_y``, ``reach_x``).  Up to the grasp the goal follows the
+block (the participant aims at it where it is now, also after a finger nudged
+it); a block lost on the way over ends the trial (``"slip"``), and a released
+block is put in a free slot of the far compartment.  When one side is empty the direction reverses, so the test
 runs as long as the block lasts without resetting the physics.
 
 Each trial's ``step_s`` (trials.csv) says where its time went, step by step.
@@ -80,6 +84,10 @@ class PickPlaceTask(ReachGraspTask):
                                         "11.5 cm out to be picked up again (the hand is 20 cm "
                                         "wide across its fingers).")
 
+        max_pick_y: float = Field(0.28, gt=0, description="Blocks farther from the partition "
+                                                           "than this (centre, m) are out of "
+                                                           "reach (the workspace stops the grasp "
+                                                           "point at y = +-0.30).")
         reach_x: tuple[float, float] = Field(
             (-0.29, 0.09), description="Blocks whose centre lies outside this world x range "
                                        "are out of the hand's reach (the arm's workspace "
@@ -156,7 +164,7 @@ class PickPlaceTask(ReachGraspTask):
         for _ in range(2):
             here = [n for n in p.objects if n in w.objects
                     and self._side(w.objects[n][0], stacked=True) == self.source_side
-                    and abs(w.objects[n][0][1] - p.partition_y) >= p.min_pick_y
+                    and p.min_pick_y <= abs(w.objects[n][0][1] - p.partition_y) <= p.max_pick_y
                     and p.reach_x[0] <= w.objects[n][0][0] <= p.reach_x[1]
                     and n not in self.out_of_play and not self._covered(n)]
             if here:
