@@ -17,6 +17,12 @@ acceptance radius, and what completes the step:
     the subclass's :meth:`ReachGraspTask.settled` says so (e.g. the
     released block has landed).
 
+A step may ``follow`` a tracked object: its goal is then the object's
+current position plus ``offset`` on every update (the participant aims at the
+object where it is now, e.g. after a finger nudged it).
+:meth:`ReachGraspTask.step_done` lets a subclass adjust later steps when one
+completes.
+
 The task sees the world only through ``state.<effector>``: the hand
 (:data:`~bciarm.effectors.arm.ARM_EXTRA`) and the tracked objects after it
 (``objects``, in the effector's ``track_objects`` order: x, y, z, tilt).
@@ -104,7 +110,7 @@ class GraspTrial:
         Object (or gesture) of the trial.
     start_t_s, end_t_s : float
     outcome : str
-        ``"success"``, ``"timeout"``, ``"drop"``, ``"spill"``, ``"missed"``, ...
+        ``"success"``, ``"timeout"``, ``"drop"``, ``"slip"``, ``"spill"``, ``"missed"``, ...
     grasp_attempted : bool
         The hand closed on grasp during a grasp step.
     grasp_ok : bool

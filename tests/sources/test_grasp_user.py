@@ -2,8 +2,14 @@
 
 import numpy as np
 
-from bciarm.sources.grasp_user import (LINE_UP_SLACK, LINE_UP_SLOPE, HandView, Speeds,
-                                       line_up, reach_grasp_velocity)
+from bciarm.sources.grasp_user import (
+    LINE_UP_SLACK,
+    LINE_UP_SLOPE,
+    HandView,
+    Speeds,
+    line_up,
+    reach_grasp_velocity,
+)
 
 
 def _goal(pos, aperture=0.075, hold=0.0):
