@@ -10,7 +10,9 @@ hold: it starts *intending to grasp* once the goal asks for a hold and the
 hand is at the goal (within the task's acceptance radius), and keeps
 intending it for as long as the goal asks for a hold -- a sustained attempted
 squeeze, the signal a grasp ("click") decoder picks up.  A grasp that closes
-on nothing (aperture under 2 cm) is let go and tried again 0.6 s later.
+on nothing (aperture under 2 cm) is let go and tried again 0.6 s later.  An
+open hand that is to go down around something is lined up over it first
+(:func:`line_up`: it goes down only as the lateral error shrinks).
 
 :func:`reach_grasp_velocity` (no noise, no delay) is also the task's
 open-loop autopilot, so calibration sees the same movements the user intends.
@@ -37,6 +39,12 @@ DEFAULT_APERTURE_GAIN = 4.0   # 1/s
 MISSED_APERTURE = 0.02
 #: After letting go of a missed grasp the user waits this long before trying again, s.
 RETRY_S = 0.6
+#: Lining up before lowering an open hand onto something: the user keeps the hand at
+#: least ``LINE_UP_SLOPE * (lateral error - LINE_UP_SLACK)`` above a goal below it.
+LINE_UP_SLOPE = 3.0
+LINE_UP_SLACK = 0.005   # m
+#: A goal aperture at least this wide is an open hand about to go around something, m.
+OPEN_HAND = 0.06
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class Speeds:
     angular_gain: float = DEFAULT_ANGULAR_GAIN
     aperture_speed: float = DEFAULT_APERTURE_SPEED
     aperture_gain: float = DEFAULT_APERTURE_GAIN
+    line_up_slope: float = LINE_UP_SLOPE
 
 
 @dataclass(frozen=True)
@@ -60,10 +69,36 @@ class HandView:
     aperture: float
 
 
-def reach_grasp_velocity(hand: HandView, goal: np.ndarray, speeds: Speeds) -> np.ndarray:
-    """Noise-free 7-D intent ``[v (3), omega (3), aperture rate]`` from ``hand`` to ``goal``."""
+def line_up(position: np.ndarray, goal: np.ndarray, aperture: float,
+            slope: float = LINE_UP_SLOPE) -> np.ndarray:
+    """Where a person aims an open hand that is to go down around something at ``goal``.
+
+    Lowering a misaligned open hand onto a block puts a finger on the block (or
+    pushes it away), so people line the hand up over the object first and lower
+    it as the error shrinks: the aim point stays ``slope * (lateral error -
+    LINE_UP_SLACK)`` above the goal, never above the hand's own height (the hand
+    does not rise, it stops going down).  Only for a goal below the hand that
+    wants the hand open (``aperture >= OPEN_HAND``); ``slope`` 0 aims straight.
+    """
     goal = np.asarray(goal, dtype=float)
-    v = aim_velocity(hand.position, goal[:3], speeds.speed, speeds.gain)
+    if slope <= 0 or aperture < OPEN_HAND or goal[2] >= position[2]:
+        return goal
+    lateral = float(np.linalg.norm(goal[:2] - position[:2]))
+    floor = goal[2] + slope * max(0.0, lateral - LINE_UP_SLACK)
+    out = goal.copy()
+    out[2] = max(goal[2], min(position[2], floor))
+    return out
+
+
+def reach_grasp_velocity(hand: HandView, goal: np.ndarray, speeds: Speeds) -> np.ndarray:
+    """Noise-free 7-D intent ``[v (3), omega (3), aperture rate]`` from ``hand`` to ``goal``.
+
+    The translation aims at :func:`line_up` of the goal (straight at it unless an
+    open hand is to go down onto something).
+    """
+    goal = np.asarray(goal, dtype=float)
+    aim = line_up(hand.position, goal[:3], float(goal[6]), speeds.line_up_slope)
+    v = aim_velocity(hand.position, aim, speeds.speed, speeds.gain)
     w = aim_velocity(hand.rotation, goal[3:6], speeds.angular_speed, speeds.angular_gain)
     a = aim_velocity(np.array([hand.aperture]), goal[6:7], speeds.aperture_speed,
                      speeds.aperture_gain)

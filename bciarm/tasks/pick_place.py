@@ -13,7 +13,11 @@ where the hand is (no return home); a hand on the far side first goes back
 over the partition at ``return_z`` (aiming straight at the block, a hand that
 sags on the way catches on the partition).  Blocks nearer the partition than
 ``min_pick_y`` are out of reach (the hand would hit the partition) and left
-where they are.  When one side is empty the direction reverses, so the test
+where they are, as are blocks that bounced or were pushed beyond the arm's
+workspace (``max_pick_y``, ``reach_x``).  Up to the grasp the goal follows the
+block (the participant aims at it where it is now, also after a finger nudged
+it); a block lost on the way over ends the trial (``"slip"``), and a released
+block is put in a free slot of the far compartment.  When one side is empty the direction reverses, so the test
 runs as long as the block lasts without resetting the physics.
 
 Each trial's ``step_s`` (trials.csv) says where its time went, step by step.
@@ -80,6 +84,21 @@ class PickPlaceTask(ReachGraspTask):
                                         "11.5 cm out to be picked up again (the hand is 20 cm "
                                         "wide across its fingers).")
 
+        max_pick_y: float = Field(0.28, gt=0, description="Blocks farther from the partition "
+                                                           "than this (centre, m) are out of "
+                                                           "reach (the workspace stops the grasp "
+                                                           "point at y = +-0.30).")
+        reach_x: tuple[float, float] = Field(
+            (-0.29, 0.09), description="Blocks whose centre lies outside this world x range "
+                                       "are out of the hand's reach (the arm's workspace "
+                                       "stops the grasp point at -0.30 and 0.10), m.")
+        slots_x: tuple[float, ...] = Field(
+            (-0.16, -0.10, -0.04), description="World x of the drop slots (the columns the "
+                                               "blocks start in), m.")
+        slip_s: float = Field(0.15, gt=0, description="A block out of the hand this long "
+                                                      "during the lift or carry ends the "
+                                                      "trial (outcome \"slip\"), s.")
+
     params: PickPlaceTask.Params
 
     def __init__(self, name: str, params=None, **kwargs: object) -> None:
@@ -89,16 +108,52 @@ class PickPlaceTask(ReachGraspTask):
         self._far_side = 1.0
         self._last_pos: np.ndarray | None = None
         self._last_t = -1
+        self._lost_ns: int | None = None
         self.out_of_play: set[str] = set()
 
-    def _side(self, pos: np.ndarray) -> float:
-        """-1 / +1 for a block resting in a compartment, 0 for anything else."""
+    def _side(self, pos: np.ndarray, stacked: bool = False) -> float:
+        """-1 / +1 for a block resting in a compartment, 0 for anything else.
+
+        ``stacked``: a block lying on another one (or leaning on it) counts as
+        in its compartment too.
+        """
         p = self.params
-        on_table = pos[2] < p.table_z + p.block_size * 0.8
+        top = p.table_z + p.block_size * (1.6 if stacked else 0.8)
         dy = pos[1] - p.partition_y
-        if not on_table or abs(dy) < p.partition_half + p.block_size / 2:
+        if pos[2] >= top or abs(dy) < p.partition_half + p.block_size / 2:
             return 0.0
         return float(np.sign(dy))
+
+    def _covered(self, name: str) -> bool:
+        """Another block lies on this one (lifting it would drag that one along)."""
+        w = self.world
+        s = self.params.block_size
+        pos = w.objects[name][0]
+        return any(np.linalg.norm(q[:2] - pos[:2]) < s and q[2] - pos[2] > 0.5 * s
+                   for n, (q, _) in w.objects.items() if n != name and n in self.params.objects)
+
+    def _drop_point(self, b: np.ndarray) -> np.ndarray:
+        """Where to release a block taken from ``b``: its own slot on the far side, or the
+        free slot nearest to it if a block already lies there (a person puts a block
+        where there is room; fixed slots keep blocks from creeping out of reach)."""
+        p = self.params
+        w = self.world
+        far = -self.source_side
+        row = 0 if abs(b[1] - p.partition_y) < sum(p.slots_y) / 2 else 1
+        slots = [np.array([x, p.partition_y + far * y]) for y in p.slots_y for x in p.slots_x]
+        own = np.array([min(p.slots_x, key=lambda x: abs(x - b[0])),
+                        p.partition_y + far * p.slots_y[row]])
+        others = [q[:2] for n, (q, _) in w.objects.items()
+                  if n != self._target and n in p.objects and self._side(q, True) == far]
+
+        def free(xy: np.ndarray) -> bool:
+            return all(np.linalg.norm(q - xy) >= 1.1 * p.block_size for q in others)
+
+        if not free(own):
+            room = [xy for xy in slots if free(xy)]
+            if room:
+                own = min(room, key=lambda xy: float(np.linalg.norm(xy - own)))
+        return np.array([own[0], own[1], p.drop_z])
 
     def plan(self) -> tuple[str, list[Step]] | None:
         w = self.world
@@ -108,9 +163,10 @@ class PickPlaceTask(ReachGraspTask):
         self._check_stuck()
         for _ in range(2):
             here = [n for n in p.objects if n in w.objects
-                    and self._side(w.objects[n][0]) == self.source_side
-                    and abs(w.objects[n][0][1] - p.partition_y) >= p.min_pick_y
-                    and n not in self.out_of_play]
+                    and self._side(w.objects[n][0], stacked=True) == self.source_side
+                    and p.min_pick_y <= abs(w.objects[n][0][1] - p.partition_y) <= p.max_pick_y
+                    and p.reach_x[0] <= w.objects[n][0][0] <= p.reach_x[1]
+                    and n not in self.out_of_play and not self._covered(n)]
             if here:
                 break
             self.source_side = -self.source_side
@@ -122,10 +178,10 @@ class PickPlaceTask(ReachGraspTask):
         self._target = name
         self._far_side = -self.source_side
         self._last_pos = None
-        # Fixed slots on the far side, by row, so blocks never creep toward
-        # the partition (or out of reach) as they go back and forth.
-        row = 0 if abs(b[1] - p.partition_y) < sum(p.slots_y) / 2 else 1
-        drop = np.array([b[0], p.partition_y - self.source_side * p.slots_y[row], p.drop_z])
+        self._lost_ns = None
+        # Fixed slots on the far side, so blocks never creep toward the
+        # partition (or out of reach) as they go back and forth.
+        drop = self._drop_point(b)
         tol_rot = p.orientation_tol
         approach = b + [0, 0, p.approach_dz]
         steps = []
@@ -138,18 +194,20 @@ class PickPlaceTask(ReachGraspTask):
         # Lift toward the partition, steeply enough to clear the other row,
         # stopping short of the partition: the carry then goes over it and
         # down to the release point in one straight line.
-        gap = abs(b[1] - p.partition_y) - (p.partition_half + p.block_size / 2 + 0.015)
-        dy = float(np.clip((p.carry_z - b[2]) / p.lift_slope, 0.0, max(gap, 0.0)))
-        lift = np.array([b[0], b[1] - self.source_side * dy, p.carry_z])
+        lift = self._lift_point(b)
         steps += [
+            # Up to the grasp the goal follows the block: the participant aims at
+            # the block where it is now, also after a finger nudged it.
             Step("approach", approach, rotation=self.wrist_goal(),
-                 aperture=p.open_aperture, tol=p.tol, orientation_tol=tol_rot),
+                 aperture=p.open_aperture, tol=p.tol, orientation_tol=tol_rot,
+                 follow=name, offset=np.array([0, 0, p.approach_dz])),
             Step("descend", b + [0, 0, p.grasp_dz], aperture=p.open_aperture, tol=p.grasp_tol,
-                 orientation_tol=tol_rot),
+                 orientation_tol=tol_rot, follow=name, offset=np.array([0, 0, p.grasp_dz])),
             # Aperture goal stays open until the click closes the hand: a missed
             # grasp reopens around the block for another try.
             Step("grasp", b + [0, 0, p.grasp_dz], aperture=p.open_aperture, hold=True,
-                 tol=p.grasp_tol, kind="grasp"),
+                 tol=p.grasp_tol, kind="grasp", follow=name,
+                 offset=np.array([0, 0, p.grasp_dz])),
             Step("lift", lift, rotation=self.wrist_goal(),
                  aperture=p.grip_aperture, hold=True, tol=p.tol, orientation_tol=tol_rot),
             Step("carry", drop, aperture=p.grip_aperture, hold=True, tol=p.drop_tol,
@@ -160,6 +218,21 @@ class PickPlaceTask(ReachGraspTask):
         ]
         return name, steps
 
+    def _lift_point(self, b: np.ndarray) -> np.ndarray:
+        """End of the lift of a block grasped at ``b``: up to ``carry_z`` and toward the
+        partition by at most the rise / ``lift_slope``, stopping short of it."""
+        p = self.params
+        gap = abs(b[1] - p.partition_y) - (p.partition_half + p.block_size / 2 + 0.015)
+        dy = float(np.clip((p.carry_z - b[2]) / p.lift_slope, 0.0, max(gap, 0.0)))
+        return np.array([b[0], b[1] - self.source_side * dy, p.carry_z])
+
+    def step_done(self, step) -> None:
+        # The block is where the hand took it, not necessarily where it lay when
+        # the trial was planned (fingers nudge it): lift from there.
+        if step.kind == "grasp" and self._target in self.world.objects:
+            lift = next(s for s in self.steps if s.name == "lift")
+            lift.position = self._lift_point(self.world.objects[self._target][0])
+
     def _check_stuck(self) -> None:
         """Put a block out of play after ``give_up_after`` timeouts in a row on it."""
         k = self.params.give_up_after
@@ -168,6 +241,26 @@ class PickPlaceTask(ReachGraspTask):
                 and len({t.item for t in last}) == 1 and last[0].item not in self.out_of_play):
             self.out_of_play.add(last[0].item)
             self.log.warning("block %s: %d timeouts in a row, left out of play", last[0].item, k)
+
+    def watch(self) -> str | None:
+        """A block that left the hand on the way over (slipped out, or let go too early)
+        ends the trial as ``"slip"`` once it has been out of the hand for ``slip_s``:
+        the participant sees it fall and picks it up again in the next trial, rather
+        than carrying an empty hand over the partition."""
+        st = self.step
+        if st.name not in ("lift", "carry"):
+            return None
+        from bciarm.effectors.grasp import CLOSED
+
+        w = self.world
+        if w.hand_mode == CLOSED and w.holding:
+            self._lost_ns = None
+            return None
+        if self._lost_ns is None:
+            self._lost_ns = w.t_ns
+        if w.t_ns - self._lost_ns >= round(self.params.slip_s * 1e9):
+            return "slip"
+        return None
 
     def settled(self) -> bool:
         # Landed: at rest (moved < 0.5 mm since the last state) below the
@@ -181,5 +274,7 @@ class PickPlaceTask(ReachGraspTask):
         return bool(low and prev is not None and np.linalg.norm(pos - prev) < 5e-4)
 
     def judge(self) -> str:
+        # Over the partition and at rest in the far compartment, on the table or on
+        # another block (the real test counts it; blocks pile up there).
         pos = self.world.objects[self._target][0]
-        return "success" if self._side(pos) == self._far_side else "missed"
+        return "success" if self._side(pos, stacked=True) == self._far_side else "missed"

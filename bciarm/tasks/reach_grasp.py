@@ -17,6 +17,12 @@ acceptance radius, and what completes the step:
     the subclass's :meth:`ReachGraspTask.settled` says so (e.g. the
     released block has landed).
 
+A step may ``follow`` a tracked object: its goal is then the object's
+current position plus ``offset`` on every update (the participant aims at the
+object where it is now, e.g. after a finger nudged it).
+:meth:`ReachGraspTask.step_done` lets a subclass adjust later steps when one
+completes.
+
 The task sees the world only through ``state.<effector>``: the hand
 (:data:`~bciarm.effectors.arm.ARM_EXTRA`) and the tracked objects after it
 (``objects``, in the effector's ``track_objects`` order: x, y, z, tilt).
@@ -77,6 +83,14 @@ class Step:
     aperture_tol: float | None = None
     hold_s: float = 0.0
     kind: str = "reach"
+    #: Tracked object this goal moves with (``position`` = object + ``offset``), or "".
+    follow: str = ""
+    offset: np.ndarray = field(default_factory=lambda: np.zeros(3))
+
+    def track(self, objects: dict[str, tuple[np.ndarray, float]]) -> None:
+        """Move a ``follow`` goal to where its object is now (a person aims at what they see)."""
+        if self.follow and self.follow in objects:
+            self.position = objects[self.follow][0] + self.offset
 
     def goal(self) -> np.ndarray:
         """The :data:`~bciarm.bus.messages.GOAL_LAYOUT` vector."""
@@ -96,7 +110,7 @@ class GraspTrial:
         Object (or gesture) of the trial.
     start_t_s, end_t_s : float
     outcome : str
-        ``"success"``, ``"timeout"``, ``"drop"``, ``"spill"``, ``"missed"``, ...
+        ``"success"``, ``"timeout"``, ``"drop"``, ``"slip"``, ``"spill"``, ``"missed"``, ...
     grasp_attempted : bool
         The hand closed on grasp during a grasp step.
     grasp_ok : bool
@@ -298,6 +312,9 @@ class ReachGraspTask(TaskInputs, Node):
                 goal[:2] *= amp / tilt
         return goal
 
+    def step_done(self, step: Step) -> None:
+        """Called when ``step`` is complete, before the next one starts (default: nothing)."""
+
     def settled(self) -> bool:
         """For ``settle`` steps: has the world come to rest as the step wants?"""
         return True
@@ -432,6 +449,7 @@ class ReachGraspTask(TaskInputs, Node):
         if now - self._onset_ns >= round(self.params.timeout_s * NS_PER_S):
             return self._finish("timeout", now)
         st = self.step
+        st.track(w.objects)
         from bciarm.effectors.grasp import CLOSED
 
         done = False
@@ -464,6 +482,7 @@ class ReachGraspTask(TaskInputs, Node):
         elif st.kind == "settle":
             done = self.settled()
         if done:
+            self.step_done(st)
             self._time_step(now)
             self.step_i += 1
             self._dwell_ns = None

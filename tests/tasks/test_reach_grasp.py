@@ -165,3 +165,56 @@ def test_pick_place_gives_up_a_stuck_block():
                                0, 2) for i in range(2)]
     assert task.plan()[0] == "b" and task.out_of_play == {"a"}
     h.close()
+
+
+def test_pick_place_grasp_goal_follows_a_nudged_block():
+    """Up to the grasp the goal is where the block is now, not where it was planned."""
+    task = PickPlaceTask("task", objects=["a", "b"])
+    h = NodeHarness(task)
+    blocks = _blocks([[-0.10, -0.12, 0.65], [-0.10, -0.21, 0.65]])
+    h.send("state.arm", _state(h, [-0.1, -0.12, 0.70], blocks))
+    h.send("event", h.make("event", Event, kind="block_start",
+                           data={"block": "b1", "mode": "closed_loop"}))
+    assert task.item == "a" and [s.follow for s in task.steps[:3]] == ["a", "a", "a"]
+    assert not any(s.follow for s in task.steps[3:])
+    task.step_i = 1                                     # descending: a finger nudges the block
+    nudged = _blocks([[-0.07, -0.13, 0.65], [-0.10, -0.21, 0.65]])
+    h.send("state.arm", _state(h, [-0.1, -0.12, 0.70], nudged))
+    np.testing.assert_allclose(task.step.position, [-0.07, -0.13, 0.65 + task.params.grasp_dz])
+    h.advance(0.05)                                     # published on the next tick
+    tasks = [m for t, m in h.capture.messages if t == "task"]
+    np.testing.assert_allclose(tasks[-1].goal[:3], task.step.position)
+    h.close()
+
+
+def test_pick_place_slip_ends_the_trial_and_stacked_blocks_count():
+    task = PickPlaceTask("task", objects=["a", "b"], slip_s=0.15)
+    h = NodeHarness(task)
+    blocks = _blocks([[-0.10, -0.12, 0.65], [-0.10, 0.155, 0.65]])
+    h.send("state.arm", _state(h, [-0.1, -0.12, 0.70], blocks))
+    h.send("event", h.make("event", Event, kind="block_start",
+                           data={"block": "b1", "mode": "closed_loop"}))
+    # Its own slot (x -0.10, near row) is taken by "b": the nearest free slot instead.
+    carry = next(s for s in task.steps if s.name == "carry")
+    assert abs(carry.position[1] - 0.155) < 1e-9 and abs(carry.position[0] + 0.10) > 0.05
+    # Lifting, holding: fine; the hand empty for less than slip_s: still fine; then a slip.
+    task.step_i = [s.name for s in task.steps].index("lift")
+    h.send("state.arm", _state(h, [-0.1, -0.1, 0.75], blocks, CLOSED, True))
+    h.advance(0.05)
+    h.send("state.arm", _state(h, [-0.1, -0.1, 0.75], blocks, CLOSED, False))
+    h.advance(0.1)
+    h.send("state.arm", _state(h, [-0.1, -0.1, 0.76], blocks, CLOSED, False))
+    assert not task.trials
+    h.advance(0.1)
+    h.send("state.arm", _state(h, [-0.1, -0.1, 0.77], blocks, CLOSED, False))
+    assert task.trials[-1].outcome == "slip" and not task.trials[-1].grasp_ok
+    # A block that landed on another one beyond the partition is over: it counts.
+    task._target, task._far_side = "a", 1.0
+    task.world.objects["a"] = (np.array([-0.10, 0.16, 0.70]), math.radians(10))
+    assert task.judge() == "success"
+    # ... and the one beneath it is not picked up from under it.
+    task.world.objects["b"] = (np.array([-0.10, -0.15, 0.65]), 0.0)
+    task.world.objects["a"] = (np.array([-0.10, -0.15, 0.70]), 0.0)
+    task.source_side = -1.0
+    assert task.plan()[0] == "a"
+    h.close()
