@@ -394,17 +394,20 @@ class GroupRunner:
         self.ctl.linger = 0
         self.ctl.identity = f"{self.group}:{os.getpid()}".encode()
         self.ctl.connect(self.spec["control"])
-        self.poller = zmq.Poller()
-        self.poller.register(self.sub, zmq.POLLIN)
-        self.poller.register(self.ctl, zmq.POLLIN)
-        self.poller.register(self.pub, zmq.POLLIN)
-        self._fds = [self.sub.get(zmq.FD), self.ctl.get(zmq.FD), self.pub.get(zmq.FD)]
-        if self.estop_in is not None:
-            self.poller.register(self.estop_in, zmq.POLLIN)
-            self._fds.append(self.estop_in.get(zmq.FD))
-        if self.obs is not None:
-            self.poller.register(self.obs, zmq.POLLIN)
-            self._fds.append(self.obs.get(zmq.FD))
+        # One epoll over plain file descriptors: the fast path's sockets and each ZeroMQ
+        # socket's ZMQ_FD.  zmq_poll would cost two poll(2) passes and a ZMQ_EVENTS query
+        # per ZeroMQ socket on every wake-up -- on the data path, where a fast-path frame
+        # needs none of them.  ZMQ_FD signals edges: a socket is asked for its ZMQ_EVENTS
+        # when its descriptor fires and, before blocking, after anything touched it
+        # (``_zdirty``); its handler then reads until ZMQ_EVENTS shows no input.
+        self._ep = select.epoll()
+        self._zsocks = [s for s in (self.estop_in, self.ctl, self.sub, self.obs, self.pub)
+                        if s is not None]
+        self._zfd = {s.get(zmq.FD): s for s in self._zsocks}
+        self._fds = list(self._zfd)
+        for fd in self._fds:
+            self._ep.register(fd, select.EPOLLIN)
+        self._zdirty = True
         if self.spec.get("fast_bind"):
             # Same-host peers: data over Unix sockets (bciarm.bus.fastpath), not ZeroMQ.
             self.fast = FastPath(self.group, self.spec["fast_bind"],
@@ -415,16 +418,24 @@ class GroupRunner:
         self.set_peers(self.spec.get("peers", []))
 
     def _fd_on(self, fd: int) -> None:
-        self.poller.register(fd, zmq.POLLIN)
+        self._ep.register(fd, select.EPOLLIN)
         self._fds.append(fd)
 
     def _fd_off(self, fd: int) -> None:
         try:
-            self.poller.unregister(fd)
-        except KeyError:
+            self._ep.unregister(fd)
+        except (KeyError, OSError, ValueError):  # not registered, or already closed
             pass
         if fd in self._fds:
             self._fds.remove(fd)
+
+    def _zmq_ready(self) -> list[zmq.Socket]:
+        """ZeroMQ sockets with input waiting, if anything touched them since the last
+        look (a send, a receive, a connect can take in the ZMQ_FD signal); else none."""
+        if not self._zdirty:
+            return []
+        self._zdirty = False
+        return [z for z in self._zsocks if z.get(zmq.EVENTS) & zmq.POLLIN]
 
     def _obs_subscriptions(self) -> None:
         """Observers (un)subscribed through the broker: ``\x01topic`` / ``\x00topic``."""
@@ -459,6 +470,7 @@ class GroupRunner:
 
     def set_peers(self, peers: list[dict[str, Any]]) -> None:
         """(Re)connect the SUB to the peers' data endpoints (the supervisor's directory)."""
+        self._zdirty = True
         for peer in peers:
             g, ep = peer["group"], peer.get("endpoint")
             if g == self.group:
@@ -490,6 +502,7 @@ class GroupRunner:
     def send_ctl(self, **msg: Any) -> None:
         msg.setdefault("group", self.group)
         msg.setdefault("pid", os.getpid())
+        self._zdirty = True
         try:
             self.ctl.send(json.dumps(msg, default=_json_default).encode(), zmq.NOBLOCK)
         except zmq.Again:
@@ -520,6 +533,7 @@ class GroupRunner:
             self._reject(topic, exc.reason, str(exc))
             return
         if self._zmq_reads(topic_b):
+            self._zdirty = True
             try:
                 self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK, copy=len(payload) < 65536)
             except zmq.Again:
@@ -527,6 +541,7 @@ class GroupRunner:
         if self.fast is not None and self.fast.outs:
             sender.counters.dropped += self.fast.send(topic_b, payload)
         if self.observed and self._observed(topic_b):
+            self._zdirty = True
             try:  # observers only: a slow or absent broker never holds the data path up
                 self.obs.send_multipart([topic_b, payload], zmq.NOBLOCK,
                                         copy=len(payload) < 65536)
@@ -875,41 +890,49 @@ class GroupRunner:
             due = [s.next_ns for s in self.slots if s.period_ns and self.state in ("RUNNING",
                                                                                    "STOPPING")]
             wake = min([hb_next, *due])
-            timeout_ms = (wake - time.monotonic_ns()) / 1e6
+            ready = self._zmq_ready()
+            timeout_ms = (wake - time.monotonic_ns()) / 1e6 if not ready else 0.0
             if timeout_ms >= 1.0:
-                events = dict(self.poller.poll(int(timeout_ms)))
+                # (epoll rounds up to whole milliseconds: ask for the whole ones left)
+                fds = [fd for fd, _ in self._ep.poll((int(timeout_ms) - 0.5) / 1e3)]
+            elif timeout_ms > 0:
+                # the last millisecond: select has microsecond resolution, so the tick is
+                # not late, and a message arriving meanwhile (an e-stop) is not left waiting
+                fds = select.select(self._fds, [], [], timeout_ms / 1e3)[0]
             else:
-                # zmq_poll counts whole milliseconds: for the last one, look once, then
-                # wait on the sockets' file descriptors with select (µs resolution), so
-                # a message arriving meanwhile (an e-stop) is not left waiting, and
-                # without spinning.  (ZMQ_FD signals edges: the poll(0) before resets it.)
-                events = dict(self.poller.poll(0))
-                if not events and timeout_ms > 0:
-                    select.select(self._fds, [], [], timeout_ms / 1e3)
-                    events = dict(self.poller.poll(0))
-            if self.estop_in is not None and self.estop_in in events:
-                self.direct_estop()
-            if self.ctl in events:
-                while True:
-                    try:
-                        self.handle_ctl(self.ctl.recv(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
+                fds = [fd for fd, _ in self._ep.poll(0)]
             fast = self.fast
+            data_fds = []
+            for fd in fds:
+                z = self._zfd.get(fd)
+                if z is None:
+                    data_fds.append(fd)
+                elif z not in ready and z.get(zmq.EVENTS) & zmq.POLLIN:
+                    ready.append(z)
+            if ready:
+                self._zdirty = True  # handled below: ask again before blocking
+                if self.estop_in is not None and self.estop_in in ready:
+                    self.direct_estop()
+                if self.ctl in ready:
+                    while True:
+                        try:
+                            self.handle_ctl(self.ctl.recv(zmq.NOBLOCK))
+                        except zmq.Again:
+                            break
             if fast is not None:
                 got = 0
-                for fd in events:
-                    if type(fd) is int and fast.handles(fd):
-                        got += fast.event(fd, self.handle_data)
+                for fd in data_fds:
+                    got += fast.event(fd, self.handle_data)
                 if got:
                     self._after_batch()
                 fast.retry(time.monotonic_ns())
-            if self.sub in events:
-                self._drain_sub()
-            if self.obs is not None and self.obs in events:
-                self._obs_subscriptions()
-            if self.pub in events:
-                self._data_subscriptions()
+            if ready:
+                if self.sub in ready:
+                    self._drain_sub()
+                if self.obs is not None and self.obs in ready:
+                    self._obs_subscriptions()
+                if self.pub in ready:
+                    self._data_subscriptions()
             if self._stateful:
                 self.save_states()
             if self.state in ("RUNNING", "STOPPING"):
