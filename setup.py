@@ -25,6 +25,8 @@ extensions = [
     Extension(
         "bciarm.bus._codec",
         sources=["ext/_codec.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
     ),
 ]

@@ -18,7 +18,7 @@ The same holds for :meth:`FastCodec.encode`: it packs the reference's map
 and returns ``None`` (the reference encodes) otherwise.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem, PyDict_Size
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.object cimport PyObject, PyObject_GenericSetAttr
@@ -26,6 +26,13 @@ from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport isfinite
 from libc.string cimport memcpy
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+#: type numbers of bool .. clongdouble (NPY_BOOL = 0 ... NPY_CLONGDOUBLE = 16): plain numbers
+cdef int N_PLAIN_TYPES = 17
 
 cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object, int*) except? -1
@@ -45,7 +52,7 @@ cdef class _Field:
     cdef public str name
     cdef int kind
     # arrays
-    cdef dict dtypes          # dtype string -> numpy dtype (the allowed ones)
+    cdef dict dtypes          # dtype string -> (numpy dtype, itemsize, float kind)
     cdef Py_ssize_t ndim
     cdef tuple shape          # fixed sizes (None entries free) or None
     cdef long long max_size
@@ -91,6 +98,7 @@ cdef class FastCodec:
     cdef Py_ssize_t max_payload, max_src, max_str
     cdef dict topics          # topic bytes -> (topic str, _Class)
     cdef dict classes         # message class -> _Class
+    cdef list dtype_names     # numpy type number -> its name on the wire ("<f8")
     cdef object s_v, s_type, s_h, s_b, s_dtype, s_shape, s_data
 
     def __init__(self, header_cls, int schema_version, frombuffer, np_dtype, packb, unpackb,
@@ -106,6 +114,7 @@ cdef class FastCodec:
         self.max_str = max_str
         self.topics = {}
         self.classes = {}
+        self.dtype_names = [None] * N_PLAIN_TYPES
         self.s_v, self.s_type, self.s_h, self.s_b = "v", "type", "h", "b"
         self.s_dtype, self.s_shape, self.s_data = "dtype", "shape", "data"
 
@@ -123,7 +132,10 @@ cdef class FastCodec:
             f.name = name
             f.kind = kinds.get(kind, K_OTHER)
             if f.kind == K_ARRAY:
-                f.dtypes = {d: self.np_dtype(d) for d in arr.dtypes}
+                f.dtypes = {}
+                for d in arr.dtypes:
+                    dt = self.np_dtype(d)
+                    f.dtypes[d] = (dt, dt.itemsize, dt.kind == "f")
                 f.ndim = arr.ndim
                 f.shape = tuple(arr.shape) if arr.shape is not None else None
                 f.max_size = arr.max_size
@@ -255,7 +267,7 @@ cdef class FastCodec:
         p = PyDict_GetItem(f.dtypes, <object>p)
         if p == NULL:
             return None
-        dtype = <object>p
+        dtype, itemsize, is_float = <tuple>(<object>p)
         p = PyDict_GetItem(raw, self.s_shape)
         if p == NULL or type(<object>p) is not list:
             return None
@@ -278,16 +290,16 @@ cdef class FastCodec:
             return None
         data = <object>p
         nbytes = PyBytes_GET_SIZE(data)
-        if nbytes != size * dtype.itemsize:
+        if nbytes != size * <long long>itemsize:
             return None
-        if f.finite and dtype.kind == "f":
+        if f.finite and is_float:
             buf = PyBytes_AS_STRING(data)
-            if dtype.itemsize == 8:
+            if itemsize == 8:
                 for i in range(<Py_ssize_t>size):
                     memcpy(&d, buf + 8 * i, 8)
                     if not isfinite(d):
                         return None
-            elif dtype.itemsize == 4:
+            elif itemsize == 4:
                 for i in range(<Py_ssize_t>size):
                     memcpy(&s, buf + 4 * i, 4)
                     if not isfinite(s):
@@ -307,7 +319,8 @@ cdef class FastCodec:
         cdef PyObject* p
         cdef _Class c
         cdef _Field f
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, j, nd
+        cdef cnp.npy_intp* dims
         p = PyDict_GetItem(self.classes, type(msg))
         if p == NULL:
             return None
@@ -320,12 +333,27 @@ cdef class FastCodec:
             f = <_Field>c.fields[i]
             val = getattr(msg, f.name)
             if f.kind == K_ARRAY:
-                if type(val) is not _ndarray or val.ndim == 0 or not val.flags.c_contiguous:
+                if type(val) is not _ndarray:
                     return None
-                dt = val.dtype
-                if dt.byteorder == ">":
+                arr = <cnp.ndarray>val
+                nd = cnp.PyArray_NDIM(arr)
+                if nd == 0 or not cnp.PyArray_IS_C_CONTIGUOUS(arr) \
+                        or not cnp.PyArray_ISNOTSWAPPED(arr):
                     return None
-                body[f.name] = {"dtype": dt.str, "shape": list(val.shape), "data": val.tobytes()}
+                # the dtype's name on the wire ("<f8"), per type number of the plain
+                # numeric types (one name each in native byte order); others: asked
+                tn = cnp.PyArray_TYPE(arr)
+                if 0 <= tn < N_PLAIN_TYPES:
+                    name = self.dtype_names[tn]
+                    if name is None:
+                        name = self.dtype_names[tn] = val.dtype.str
+                else:
+                    name = val.dtype.str
+                dims = cnp.PyArray_DIMS(arr)
+                shape = [dims[j] for j in range(nd)]
+                body[f.name] = {"dtype": name, "shape": shape,
+                                "data": PyBytes_FromStringAndSize(<char*>cnp.PyArray_DATA(arr),
+                                                                  cnp.PyArray_NBYTES(arr))}
             elif f.kind == K_FLOAT:
                 if type(val) is not float:
                     return None

@@ -35,6 +35,7 @@ logged; the process reports ``FAULT`` only if it cannot start.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import json
 import logging
@@ -69,6 +70,9 @@ MAX_BUS_FRAME = codec.MAX_FRAME_BYTES
 #: An e-stop on the direct line older than this is stale (queued across a restart) and
 #: rejected; the supervisor's control channel carries every e-stop as well.
 ESTOP_LINE_MAX_AGE_NS = 500_000_000
+#: The group loop asks every ZeroMQ socket for ZMQ_EVENTS at least this often, besides
+#: when a socket's descriptor fires or the loop touched it (ns).
+ZMQ_RECHECK_NS = 5_000_000
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -217,6 +221,11 @@ class _Ctx:
     rng: np.random.Generator
     log: logging.Logger
     session_dir: Path | None
+
+    def __post_init__(self) -> None:
+        # what nodes call per message: straight into the runner (no Python frame between)
+        self.publish = functools.partial(self.runner.publish, self.node)  # type: ignore[method-assign]
+        self.now_ns = time.monotonic_ns  # type: ignore[method-assign]
 
     def now_ns(self) -> int:
         return time.monotonic_ns()
@@ -408,6 +417,7 @@ class GroupRunner:
         for fd in self._fds:
             self._ep.register(fd, select.EPOLLIN)
         self._zdirty = True
+        self._zcheck_next = 0
         if self.spec.get("fast_bind"):
             # Same-host peers: data over Unix sockets (bciarm.bus.fastpath), not ZeroMQ.
             self.fast = FastPath(self.group, self.spec["fast_bind"],
@@ -429,12 +439,14 @@ class GroupRunner:
         if fd in self._fds:
             self._fds.remove(fd)
 
-    def _zmq_ready(self) -> list[zmq.Socket]:
+    def _zmq_ready(self, now: int) -> list[zmq.Socket]:
         """ZeroMQ sockets with input waiting, if anything touched them since the last
-        look (a send, a receive, a connect can take in the ZMQ_FD signal); else none."""
-        if not self._zdirty:
+        look (a send, a receive, a connect can take in the ZMQ_FD signal) or the last
+        look is :data:`ZMQ_RECHECK_NS` old (a safety net, as cheap as it is rare); else none."""
+        if not self._zdirty and now < self._zcheck_next:
             return []
         self._zdirty = False
+        self._zcheck_next = now + ZMQ_RECHECK_NS
         return [z for z in self._zsocks if z.get(zmq.EVENTS) & zmq.POLLIN]
 
     def _obs_subscriptions(self) -> None:
@@ -532,14 +544,17 @@ class GroupRunner:
         except codec.CodecError as exc:
             self._reject(topic, exc.reason, str(exc))
             return
+        # Same-host peers first: theirs is the latency-critical copy; ZeroMQ (other hosts,
+        # the recorder) and observers after.
+        fast = self.fast
+        if fast is not None and fast.outs:
+            sender.counters.dropped += fast.send(topic_b, payload)
         if self._zmq_reads(topic_b):
             self._zdirty = True
             try:
                 self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK, copy=len(payload) < 65536)
             except zmq.Again:
                 sender.counters.dropped += 1
-        if self.fast is not None and self.fast.outs:
-            sender.counters.dropped += self.fast.send(topic_b, payload)
         if self.observed and self._observed(topic_b):
             self._zdirty = True
             try:  # observers only: a slow or absent broker never holds the data path up
@@ -600,21 +615,23 @@ class GroupRunner:
         except codec.CodecError as exc:
             self._reject(bytes(topic_b).decode("utf-8", "replace"), exc.reason, str(exc))
             return
+        h = msg.header
         if self.state == "STARTING" and topic.startswith("hb."):
-            g = self.node_group.get(msg.header.src)
+            g = self.node_group.get(h.src)
             if g is not None:
                 self.peers_seen.add(g)
-        if self.local_topics and msg.header.src in self.names:
+        if self.local_topics and h.src in self.names:
             return  # our own group's message: already delivered in process
-        why = self.seq.check(topic, msg.header)
+        seq = self.seq
+        why = seq.check(topic, h)
         if why is not None:
-            self._reject(topic, why, f"seq {msg.header.seq} from {msg.header.src}")
+            self._reject(topic, why, f"seq {h.seq} from {h.src}")
             return
-        if self.seq.gap > 0:
+        if seq.gap > 0:
             # PUB/SUB drop silently (high-water marks, a broker restart): seq gaps show it
             for n in self.nodes:
                 if n.subscribes_to(topic):
-                    n.counters.dropped += self.seq.gap
+                    n.counters.dropped += seq.gap
         self.deliver(topic, msg, payload)
 
     def readers(self, topic: str) -> list[Node]:
@@ -628,10 +645,14 @@ class GroupRunner:
 
     def deliver(self, topic: str, msg: Message, payload: bytes | None = None,
                 skip_src: str | None = None) -> None:
-        for n in self.readers(topic):
+        readers = self._readers.get(topic)
+        if readers is None:
+            readers = self.readers(topic)
+        held = (self._drain_effectors or self.hold) and topic == "intent"
+        for n in readers:
             if n.name == skip_src:
                 continue
-            if (self._drain_effectors or self.hold) and topic == "intent" and _is_effector(n):
+            if held and _is_effector(n):
                 continue  # stopping, or held by the supervisor: no new motion
             n.counters.received += 1
             try:
@@ -890,21 +911,22 @@ class GroupRunner:
             due = [s.next_ns for s in self.slots if s.period_ns and self.state in ("RUNNING",
                                                                                    "STOPPING")]
             wake = min([hb_next, *due])
-            ready = self._zmq_ready()
+            ready = self._zmq_ready(now)
             timeout_ms = (wake - time.monotonic_ns()) / 1e6 if not ready else 0.0
             if timeout_ms >= 1.0:
                 # (epoll rounds up to whole milliseconds: ask for the whole ones left)
-                fds = [fd for fd, _ in self._ep.poll((int(timeout_ms) - 0.5) / 1e3)]
+                evs = self._ep.poll((int(timeout_ms) - 0.5) / 1e3)
             elif timeout_ms > 0:
                 # the last millisecond: select has microsecond resolution, so the tick is
                 # not late, and a message arriving meanwhile (an e-stop) is not left waiting
-                fds = select.select(self._fds, [], [], timeout_ms / 1e3)[0]
+                evs = [(fd, 0) for fd in select.select(self._fds, [], [], timeout_ms / 1e3)[0]]
             else:
-                fds = [fd for fd, _ in self._ep.poll(0)]
+                evs = self._ep.poll(0)
             fast = self.fast
             data_fds = []
-            for fd in fds:
-                z = self._zfd.get(fd)
+            zfd = self._zfd
+            for fd, _ in evs:
+                z = zfd.get(fd)
                 if z is None:
                     data_fds.append(fd)
                 elif z not in ready and z.get(zmq.EVENTS) & zmq.POLLIN:
