@@ -30,8 +30,8 @@ Design
   by the receiver (and counted as dropped by the sender).
 * A peer that goes away (EOF, reset) is closed and re-connected every
   :data:`RETRY_NS` until it is back: a restarted peer rebinds the same path.
-* Everything is file descriptors registered in the group's one
-  ``zmq.Poller``: the loop stays single-threaded with one blocking poll.
+* Everything is file descriptors registered in the group's one ``epoll``:
+  the loop stays single-threaded with one blocking wait.
 
 ZeroMQ stays for peers on other hosts, the supervisor's own messages, the
 observer feed, the recorder (it keeps ZeroMQ's deep queues: it must get
@@ -175,7 +175,7 @@ class FastPath:
     prefixes : list of bytes
         Topic prefixes this process reads (``b""``: everything).
     register, unregister : callable
-        Add/remove a file descriptor to/from the process's poller (POLLIN).
+        Add/remove a file descriptor to/from the process's epoll (readable).
     reject : callable, optional
         Called with a reason for a packet that is no frame at all (bad
         framing); what is inside a frame is the caller's to validate.

@@ -19,11 +19,15 @@ nodes from the session's resolved ``config.yaml`` and opens
   (:func:`bciarm.commands.realtime.send_estop`), so an e-stop reaches the
   effector in one hop, not behind the supervisor's loop.
 
-The loop is single-threaded: poll the SUB and control sockets until the next
-tick is due (a blocking poll, no busy wait), hand every frame through the same
-validation as the inline runtime (plus a per-publisher sequence check), tick
-the nodes that are due on ``time.monotonic_ns``.  Sockets are created inside
-the process that uses them; the spec passed in is plain JSON.
+The loop is single-threaded: wait on one ``epoll`` (the fast-path sockets and
+every ZeroMQ socket's ``ZMQ_FD``) until the next tick is due (a blocking wait,
+no busy wait), hand every frame through the same validation as the inline
+runtime (plus a per-publisher sequence check), tick the nodes that are due on
+``time.monotonic_ns``.  A wake-up for a fast-path frame costs one ``epoll_wait``
+and one ``recv`` -- no ``zmq_poll`` pass over the ZeroMQ sockets (see
+:meth:`GroupRunner._zmq_ready` for how their edge-triggered descriptors are
+kept honest).  Sockets are created inside the process that uses them; the spec
+passed in is plain JSON.
 
 Node states: ``STARTING`` (building nodes, binding, connecting) → ``READY``
 (a heartbeat of every peer came in over the direct path: our subscriptions
