@@ -3,7 +3,8 @@
 Everything declarative lives in ``pyproject.toml``; this file exists for two
 things setuptools cannot express there:
 
-* the Cython extension built from ``ext/`` (Kalman-filter kernels), and
+* the Cython extensions built from ``ext/`` (Kalman-filter kernels, the bus
+  codec's fast path), and
 * mapping the top-level ``configs/`` and ``scenes/`` folders into the package
   as ``bciarm.configs`` and ``bciarm.scenes`` so an installed bciarm finds its
   built-in graphs and scenes by name (``importlib.resources``).
@@ -17,6 +18,13 @@ extensions = [
     Extension(
         "bciarm.decoders._kalman",
         sources=["ext/_kalman.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
+        "bciarm.bus._codec",
+        sources=["ext/_codec.pyx"],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],

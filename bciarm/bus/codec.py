@@ -14,6 +14,7 @@ message schema and raises :class:`CodecError` with a short machine-readable
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass
@@ -174,6 +175,10 @@ def encode(topic: str, msg: Message) -> tuple[bytes, bytes]:
     cls = class_for(topic)
     if cls is None or not isinstance(msg, cls):
         raise CodecError("unknown_topic", f"topic {topic!r} does not carry {type(msg).__name__}")
+    if _FAST is not None and type(msg) is cls:
+        payload = _FAST.encode(msg)
+        if payload is not None:
+            return topic.encode("utf-8"), payload
     h = msg.header
     body = {name: enc(getattr(msg, name)) for name, enc in _encoders(cls)}
     payload = _pack({"v": SCHEMA_VERSION, "type": cls.__name__,
@@ -300,6 +305,33 @@ def _decode_value(spec: _FieldSpec, raw: Any) -> Any:
 def decode(topic_bytes: bytes, payload: bytes) -> tuple[str, Message]:
     """Decode and validate one frame.
 
+    The compiled fast path (``bciarm.bus._codec``) takes a well-formed frame of a
+    topic seen before; everything else goes through :func:`decode_reference`,
+    which names the reason of a rejection.
+
+    Returns
+    -------
+    topic : str
+    message : Message
+
+    Raises
+    ------
+    CodecError
+        With a ``reason`` naming what was wrong.
+    """
+    if _FAST is not None:
+        got = _FAST.decode(topic_bytes, payload)
+        if got is not None:
+            return got
+    topic, msg = decode_reference(topic_bytes, payload)
+    if _FAST is not None and type(topic_bytes) is bytes:
+        _FAST.add_topic(topic_bytes, topic, type(msg))
+    return topic, msg
+
+
+def decode_reference(topic_bytes: bytes, payload: bytes) -> tuple[str, Message]:
+    """Decode and validate one frame in Python (the reference for the fast path).
+
     Returns
     -------
     topic : str
@@ -392,6 +424,30 @@ def _decoders(cls: type[Message]) -> tuple[frozenset[str], tuple[tuple[str, Any]
         got = _DECODERS[cls] = (frozenset(s.name for s in specs),
                                 tuple((s.name, _field_decoder(s)) for s in specs))
     return got
+
+
+def _fast_codec() -> Any:
+    """The compiled fast path, or None where the extension is not built
+    (``BCIARM_PURE_CODEC=1`` turns it off: the reference alone)."""
+    import os
+
+    if os.environ.get("BCIARM_PURE_CODEC"):
+        return None
+    try:
+        from bciarm.bus import _codec
+    except ImportError:  # pragma: no cover - a source tree without the built extension
+        return None
+    from bciarm.bus.messages import MESSAGE_TYPES
+
+    fast = _codec.FastCodec(Header, SCHEMA_VERSION, np.frombuffer, np.dtype, _pack,
+                            functools.partial(msgpack.unpackb, raw=False, strict_map_key=True),
+                            MAX_FRAME_BYTES, MAX_SRC_CHARS, MAX_STR_CHARS)
+    for cls in MESSAGE_TYPES.values():
+        fast.add_class(cls, [(f.name, f.kind, f.array) for f in schema_of(cls)])
+    return fast
+
+
+_FAST = _fast_codec()
 
 
 def roundtrip(topic: str, msg: Message) -> Message:

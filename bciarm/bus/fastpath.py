@@ -30,8 +30,8 @@ Design
   by the receiver (and counted as dropped by the sender).
 * A peer that goes away (EOF, reset) is closed and re-connected every
   :data:`RETRY_NS` until it is back: a restarted peer rebinds the same path.
-* Everything is file descriptors registered in the group's one
-  ``zmq.Poller``: the loop stays single-threaded with one blocking poll.
+* Everything is file descriptors registered in the group's one ``epoll``:
+  the loop stays single-threaded with one blocking wait.
 
 ZeroMQ stays for peers on other hosts, the supervisor's own messages, the
 observer feed, the recorder (it keeps ZeroMQ's deep queues: it must get
@@ -175,7 +175,7 @@ class FastPath:
     prefixes : list of bytes
         Topic prefixes this process reads (``b""``: everything).
     register, unregister : callable
-        Add/remove a file descriptor to/from the process's poller (POLLIN).
+        Add/remove a file descriptor to/from the process's epoll (readable).
     reject : callable, optional
         Called with a reason for a packet that is no frame at all (bad
         framing); what is inside a frame is the caller's to validate.
@@ -199,6 +199,8 @@ class FastPath:
         #: frames a full buffer made us drop (the caller adds them to the sender's counter)
         self.dropped = 0
         self.listener: socket.socket | None = None
+        self._buf = bytearray(CHUNK + 512)
+        self._mv = memoryview(self._buf)
         self.listen_fd = -1
         if bind:
             try:
@@ -271,11 +273,14 @@ class FastPath:
         """Read what publisher ``fd`` sent (up to ``max_n`` frames); hand each
         ``(topic, payload)`` to ``handle``.  Returns the number of frames."""
         conn = self.ins[fd]
-        recv = conn.sock.recv
+        # Into one reusable buffer (no 64 KiB allocation per packet); what is handed on
+        # is copied out first, so the handler may even read the fast path again.
+        buf, mv = self._buf, self._mv
+        recv_into = conn.sock.recv_into
         n = 0
         while n < max_n:
             try:
-                data = recv(CHUNK + 512)
+                size = recv_into(buf)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -283,20 +288,24 @@ class FastPath:
                     log.warning("[%s] fast path from %s: %s", self.group, conn.group, exc)
                 self._close_in(conn)
                 break
-            if not data:  # the publisher went away: re-connect on retry
+            if not size:  # the publisher went away: re-connect on retry
                 log.info("[%s] fast path from %s closed", self.group, conn.group)
                 self._close_in(conn)
                 break
-            flags = data[0]
-            if flags & _FIRST and (len(data) < 2 or 2 + data[1] > len(data)):
-                self._bad("fast path packet shorter than its topic")
-                continue
+            flags = buf[0]
             if flags == 3:  # a whole frame in one packet (the usual case)
+                if size < 2 or 2 + buf[1] > size:
+                    self._bad("fast path packet shorter than its topic")
+                    continue
                 if conn.parts:  # a cut-off longer frame before it: gone
                     conn.parts, conn.size = [], 0
-                end = 2 + data[1]
+                end = 2 + buf[1]
                 n += 1
-                handle(data[2:end], data[end:])
+                handle(bytes(mv[2:end]), bytes(mv[end:size]))
+                continue
+            data = bytes(mv[:size])
+            if flags & _FIRST and (len(data) < 2 or 2 + data[1] > len(data)):
+                self._bad("fast path packet shorter than its topic")
                 continue
             if flags > 3:
                 self._bad(f"fast path packet with flags {flags}")

@@ -19,11 +19,15 @@ nodes from the session's resolved ``config.yaml`` and opens
   (:func:`bciarm.commands.realtime.send_estop`), so an e-stop reaches the
   effector in one hop, not behind the supervisor's loop.
 
-The loop is single-threaded: poll the SUB and control sockets until the next
-tick is due (a blocking poll, no busy wait), hand every frame through the same
-validation as the inline runtime (plus a per-publisher sequence check), tick
-the nodes that are due on ``time.monotonic_ns``.  Sockets are created inside
-the process that uses them; the spec passed in is plain JSON.
+The loop is single-threaded: wait on one ``epoll`` (the fast-path sockets and
+every ZeroMQ socket's ``ZMQ_FD``) until the next tick is due (a blocking wait,
+no busy wait), hand every frame through the same validation as the inline
+runtime (plus a per-publisher sequence check), tick the nodes that are due on
+``time.monotonic_ns``.  A wake-up for a fast-path frame costs one ``epoll_wait``
+and one ``recv`` -- no ``zmq_poll`` pass over the ZeroMQ sockets (see
+:meth:`GroupRunner._zmq_ready` for how their edge-triggered descriptors are
+kept honest).  Sockets are created inside the process that uses them; the spec
+passed in is plain JSON.
 
 Node states: ``STARTING`` (building nodes, binding, connecting) → ``READY``
 (a heartbeat of every peer came in over the direct path: our subscriptions
@@ -35,6 +39,7 @@ logged; the process reports ``FAULT`` only if it cannot start.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import json
 import logging
@@ -69,6 +74,9 @@ MAX_BUS_FRAME = codec.MAX_FRAME_BYTES
 #: An e-stop on the direct line older than this is stale (queued across a restart) and
 #: rejected; the supervisor's control channel carries every e-stop as well.
 ESTOP_LINE_MAX_AGE_NS = 500_000_000
+#: The group loop asks every ZeroMQ socket for ZMQ_EVENTS at least this often, besides
+#: when a socket's descriptor fires or the loop touched it (ns).
+ZMQ_RECHECK_NS = 5_000_000
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -217,6 +225,11 @@ class _Ctx:
     rng: np.random.Generator
     log: logging.Logger
     session_dir: Path | None
+
+    def __post_init__(self) -> None:
+        # what nodes call per message: straight into the runner (no Python frame between)
+        self.publish = functools.partial(self.runner.publish, self.node)  # type: ignore[method-assign]
+        self.now_ns = time.monotonic_ns  # type: ignore[method-assign]
 
     def now_ns(self) -> int:
         return time.monotonic_ns()
@@ -394,17 +407,21 @@ class GroupRunner:
         self.ctl.linger = 0
         self.ctl.identity = f"{self.group}:{os.getpid()}".encode()
         self.ctl.connect(self.spec["control"])
-        self.poller = zmq.Poller()
-        self.poller.register(self.sub, zmq.POLLIN)
-        self.poller.register(self.ctl, zmq.POLLIN)
-        self.poller.register(self.pub, zmq.POLLIN)
-        self._fds = [self.sub.get(zmq.FD), self.ctl.get(zmq.FD), self.pub.get(zmq.FD)]
-        if self.estop_in is not None:
-            self.poller.register(self.estop_in, zmq.POLLIN)
-            self._fds.append(self.estop_in.get(zmq.FD))
-        if self.obs is not None:
-            self.poller.register(self.obs, zmq.POLLIN)
-            self._fds.append(self.obs.get(zmq.FD))
+        # One epoll over plain file descriptors: the fast path's sockets and each ZeroMQ
+        # socket's ZMQ_FD.  zmq_poll would cost two poll(2) passes and a ZMQ_EVENTS query
+        # per ZeroMQ socket on every wake-up -- on the data path, where a fast-path frame
+        # needs none of them.  ZMQ_FD signals edges: a socket is asked for its ZMQ_EVENTS
+        # when its descriptor fires and, before blocking, after anything touched it
+        # (``_zdirty``); its handler then reads until ZMQ_EVENTS shows no input.
+        self._ep = select.epoll()
+        self._zsocks = [s for s in (self.estop_in, self.ctl, self.sub, self.obs, self.pub)
+                        if s is not None]
+        self._zfd = {s.get(zmq.FD): s for s in self._zsocks}
+        self._fds = list(self._zfd)
+        for fd in self._fds:
+            self._ep.register(fd, select.EPOLLIN)
+        self._zdirty = True
+        self._zcheck_next = 0
         if self.spec.get("fast_bind"):
             # Same-host peers: data over Unix sockets (bciarm.bus.fastpath), not ZeroMQ.
             self.fast = FastPath(self.group, self.spec["fast_bind"],
@@ -415,16 +432,26 @@ class GroupRunner:
         self.set_peers(self.spec.get("peers", []))
 
     def _fd_on(self, fd: int) -> None:
-        self.poller.register(fd, zmq.POLLIN)
+        self._ep.register(fd, select.EPOLLIN)
         self._fds.append(fd)
 
     def _fd_off(self, fd: int) -> None:
         try:
-            self.poller.unregister(fd)
-        except KeyError:
+            self._ep.unregister(fd)
+        except (KeyError, OSError, ValueError):  # not registered, or already closed
             pass
         if fd in self._fds:
             self._fds.remove(fd)
+
+    def _zmq_ready(self, now: int) -> list[zmq.Socket]:
+        """ZeroMQ sockets with input waiting, if anything touched them since the last
+        look (a send, a receive, a connect can take in the ZMQ_FD signal) or the last
+        look is :data:`ZMQ_RECHECK_NS` old (a safety net, as cheap as it is rare); else none."""
+        if not self._zdirty and now < self._zcheck_next:
+            return []
+        self._zdirty = False
+        self._zcheck_next = now + ZMQ_RECHECK_NS
+        return [z for z in self._zsocks if z.get(zmq.EVENTS) & zmq.POLLIN]
 
     def _obs_subscriptions(self) -> None:
         """Observers (un)subscribed through the broker: ``\x01topic`` / ``\x00topic``."""
@@ -459,6 +486,7 @@ class GroupRunner:
 
     def set_peers(self, peers: list[dict[str, Any]]) -> None:
         """(Re)connect the SUB to the peers' data endpoints (the supervisor's directory)."""
+        self._zdirty = True
         for peer in peers:
             g, ep = peer["group"], peer.get("endpoint")
             if g == self.group:
@@ -490,6 +518,7 @@ class GroupRunner:
     def send_ctl(self, **msg: Any) -> None:
         msg.setdefault("group", self.group)
         msg.setdefault("pid", os.getpid())
+        self._zdirty = True
         try:
             self.ctl.send(json.dumps(msg, default=_json_default).encode(), zmq.NOBLOCK)
         except zmq.Again:
@@ -519,14 +548,19 @@ class GroupRunner:
         except codec.CodecError as exc:
             self._reject(topic, exc.reason, str(exc))
             return
+        # Same-host peers first: theirs is the latency-critical copy; ZeroMQ (other hosts,
+        # the recorder) and observers after.
+        fast = self.fast
+        if fast is not None and fast.outs:
+            sender.counters.dropped += fast.send(topic_b, payload)
         if self._zmq_reads(topic_b):
+            self._zdirty = True
             try:
                 self.pub.send_multipart([topic_b, payload], zmq.NOBLOCK, copy=len(payload) < 65536)
             except zmq.Again:
                 sender.counters.dropped += 1
-        if self.fast is not None and self.fast.outs:
-            sender.counters.dropped += self.fast.send(topic_b, payload)
         if self.observed and self._observed(topic_b):
+            self._zdirty = True
             try:  # observers only: a slow or absent broker never holds the data path up
                 self.obs.send_multipart([topic_b, payload], zmq.NOBLOCK,
                                         copy=len(payload) < 65536)
@@ -585,21 +619,23 @@ class GroupRunner:
         except codec.CodecError as exc:
             self._reject(bytes(topic_b).decode("utf-8", "replace"), exc.reason, str(exc))
             return
+        h = msg.header
         if self.state == "STARTING" and topic.startswith("hb."):
-            g = self.node_group.get(msg.header.src)
+            g = self.node_group.get(h.src)
             if g is not None:
                 self.peers_seen.add(g)
-        if self.local_topics and msg.header.src in self.names:
+        if self.local_topics and h.src in self.names:
             return  # our own group's message: already delivered in process
-        why = self.seq.check(topic, msg.header)
+        seq = self.seq
+        why = seq.check(topic, h)
         if why is not None:
-            self._reject(topic, why, f"seq {msg.header.seq} from {msg.header.src}")
+            self._reject(topic, why, f"seq {h.seq} from {h.src}")
             return
-        if self.seq.gap > 0:
+        if seq.gap > 0:
             # PUB/SUB drop silently (high-water marks, a broker restart): seq gaps show it
             for n in self.nodes:
                 if n.subscribes_to(topic):
-                    n.counters.dropped += self.seq.gap
+                    n.counters.dropped += seq.gap
         self.deliver(topic, msg, payload)
 
     def readers(self, topic: str) -> list[Node]:
@@ -613,10 +649,14 @@ class GroupRunner:
 
     def deliver(self, topic: str, msg: Message, payload: bytes | None = None,
                 skip_src: str | None = None) -> None:
-        for n in self.readers(topic):
+        readers = self._readers.get(topic)
+        if readers is None:
+            readers = self.readers(topic)
+        held = (self._drain_effectors or self.hold) and topic == "intent"
+        for n in readers:
             if n.name == skip_src:
                 continue
-            if (self._drain_effectors or self.hold) and topic == "intent" and _is_effector(n):
+            if held and _is_effector(n):
                 continue  # stopping, or held by the supervisor: no new motion
             n.counters.received += 1
             try:
@@ -875,41 +915,50 @@ class GroupRunner:
             due = [s.next_ns for s in self.slots if s.period_ns and self.state in ("RUNNING",
                                                                                    "STOPPING")]
             wake = min([hb_next, *due])
-            timeout_ms = (wake - time.monotonic_ns()) / 1e6
+            ready = self._zmq_ready(now)
+            timeout_ms = (wake - time.monotonic_ns()) / 1e6 if not ready else 0.0
             if timeout_ms >= 1.0:
-                events = dict(self.poller.poll(int(timeout_ms)))
+                # (epoll rounds up to whole milliseconds: ask for the whole ones left)
+                evs = self._ep.poll((int(timeout_ms) - 0.5) / 1e3)
+            elif timeout_ms > 0:
+                # the last millisecond: select has microsecond resolution, so the tick is
+                # not late, and a message arriving meanwhile (an e-stop) is not left waiting
+                evs = [(fd, 0) for fd in select.select(self._fds, [], [], timeout_ms / 1e3)[0]]
             else:
-                # zmq_poll counts whole milliseconds: for the last one, look once, then
-                # wait on the sockets' file descriptors with select (µs resolution), so
-                # a message arriving meanwhile (an e-stop) is not left waiting, and
-                # without spinning.  (ZMQ_FD signals edges: the poll(0) before resets it.)
-                events = dict(self.poller.poll(0))
-                if not events and timeout_ms > 0:
-                    select.select(self._fds, [], [], timeout_ms / 1e3)
-                    events = dict(self.poller.poll(0))
-            if self.estop_in is not None and self.estop_in in events:
-                self.direct_estop()
-            if self.ctl in events:
-                while True:
-                    try:
-                        self.handle_ctl(self.ctl.recv(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
+                evs = self._ep.poll(0)
             fast = self.fast
+            data_fds = []
+            zfd = self._zfd
+            for fd, _ in evs:
+                z = zfd.get(fd)
+                if z is None:
+                    data_fds.append(fd)
+                elif z not in ready and z.get(zmq.EVENTS) & zmq.POLLIN:
+                    ready.append(z)
+            if ready:
+                self._zdirty = True  # handled below: ask again before blocking
+                if self.estop_in is not None and self.estop_in in ready:
+                    self.direct_estop()
+                if self.ctl in ready:
+                    while True:
+                        try:
+                            self.handle_ctl(self.ctl.recv(zmq.NOBLOCK))
+                        except zmq.Again:
+                            break
             if fast is not None:
                 got = 0
-                for fd in events:
-                    if type(fd) is int and fast.handles(fd):
-                        got += fast.event(fd, self.handle_data)
+                for fd in data_fds:
+                    got += fast.event(fd, self.handle_data)
                 if got:
                     self._after_batch()
                 fast.retry(time.monotonic_ns())
-            if self.sub in events:
-                self._drain_sub()
-            if self.obs is not None and self.obs in events:
-                self._obs_subscriptions()
-            if self.pub in events:
-                self._data_subscriptions()
+            if ready:
+                if self.sub in ready:
+                    self._drain_sub()
+                if self.obs is not None and self.obs in ready:
+                    self._obs_subscriptions()
+                if self.pub in ready:
+                    self._data_subscriptions()
             if self._stateful:
                 self.save_states()
             if self.state in ("RUNNING", "STOPPING"):

@@ -151,3 +151,78 @@ def test_float_arrays_roundtrip_or_reject_non_finite(values):
     else:
         with pytest.raises(CodecError, match="non_finite"):
             codec.roundtrip("intent", msg)
+
+
+# --------------------------------------------------------------------------- compiled fast path
+
+needs_fast = pytest.mark.skipif(codec._FAST is None, reason="bciarm.bus._codec is not built "
+                                "(or BCIARM_PURE_CODEC is set): the reference codec runs alone")
+
+
+def _same(a, b):
+    assert type(a) is type(b) and a.header == b.header
+    for name in a.__dataclass_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
+        else:
+            assert type(x) is type(y) and x == y
+
+
+def _reference_encode(topic, msg, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(codec, "_FAST", None)
+        return codec.encode(topic, msg)
+
+
+@needs_fast
+@pytest.mark.parametrize("topic,msg", EXAMPLES, ids=[t for t, _ in EXAMPLES])
+def test_fast_path_encodes_the_reference_bytes_and_decodes_the_same_message(topic, msg,
+                                                                           monkeypatch):
+    frame = codec.encode(topic, msg)
+    assert frame == _reference_encode(topic, msg, monkeypatch)
+    ref = codec.decode_reference(*frame)
+    codec.decode(*frame)  # the topic is learned here
+    fast = codec._FAST.decode(*frame)
+    if fast is None:  # kinds the fast path leaves to the reference (maps: events, heartbeats)
+        assert topic in ("event", "hb.decoder")
+        return
+    assert fast[0] == ref[0] == topic
+    _same(fast[1], ref[1])
+
+
+def _mutations():
+    """Frames one edit away from a good one: every field's value swapped for another
+    type or an edge value (what a fast path is most likely to get wrong)."""
+    values = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 63), (1 << 64) - 1),
+                       st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=5),
+                       st.binary(max_size=24), st.lists(st.integers(-2, 4), max_size=3),
+                       st.sampled_from(["<f8", "<f4", "<u2", ">f8", "|u1"]))
+    paths = st.sampled_from([("v",), ("type",), ("h", 0), ("h", 1), ("h", 2), ("h", 3), ("h", 4),
+                             ("b", "space"), ("b", "grasp"), ("b", "velocity", "dtype"),
+                             ("b", "velocity", "shape"), ("b", "velocity", "data"),
+                             ("b", "velocity")])
+    return st.tuples(paths, values, st.lists(st.floats(allow_nan=True, allow_infinity=True,
+                                                       width=32), min_size=1, max_size=4))
+
+
+@needs_fast
+@settings(max_examples=1500, deadline=None, derandomize=True)
+@given(_mutations())
+def test_fast_path_never_accepts_what_the_reference_rejects(case):
+    (path, value, floats) = case
+    doc = msgpack.unpackb(codec.encode("intent", _intent(floats))[1], raw=False)
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    frame = (b"intent", msgpack.packb(doc, use_bin_type=True))
+    codec.decode(*codec.encode("intent", _intent()))  # the topic is known to the fast path
+    fast = codec._FAST.decode(*frame)
+    try:
+        ref = codec.decode_reference(*frame)
+    except CodecError:
+        assert fast is None
+        return
+    if fast is not None:
+        _same(fast[1], ref[1])
