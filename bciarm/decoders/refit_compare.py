@@ -12,10 +12,13 @@ decoder after the first closed-loop block:
 
 Run::
 
-    python -m bciarm.decoders.refit_compare --seeds 0 1 2 3 4 [--jobs 2] [--json]
+    python -m bciarm.decoders.refit_compare --seeds 0 1 2 3 4 [--jobs 2] [--oracle] [--json]
 
 Each seed's reduction is ``1 - ttt(refit) / ttt(fixed)`` of the evaluation
-block (named ``refit`` in both configs).
+block (named ``refit`` in both configs). ``--oracle`` adds a third session per
+seed: ``arm_refit_fixed`` run by :class:`~bciarm.decoders.oracle.OracleDecoderNode`
+(the user's own intention as the decoded velocity), the fastest time to
+target the simulated user, arm and task allow.
 """
 
 from __future__ import annotations
