@@ -16,7 +16,9 @@ estimated from the task (the decoder's own output is what the user saw):
   that long before the bin (as FIT, Fan et al. 2014).
 * **ReFIT-KF** (Gilja et al. 2012): at the end of a ``refit`` block the whole
   Kalman model is refit by least squares from the block's features and
-  intention estimates (:func:`refit_decoder`).
+  intention estimates (:func:`refit_decoder`); block options
+  ``process_noise_scale`` and ``gain`` (documented deviations) scale the refit
+  filter's process noise W (less smoothing) and set its output gain.
 * **SmoothBatch** (Orsborn et al. 2012): every ``batch_s`` of a ``clda`` block,
   C and Q are refit from the last batch and blended with the current ones,
   ``M <- a M + (1 - a) M_batch`` with ``a = 0.5 ** (batch_s / half_life_s)``;
@@ -210,9 +212,10 @@ def refit_decoder(decoder: KalmanDecoder, Z: np.ndarray, V: np.ndarray,
     gain : float, optional
         The refit decoder's output gain (``KalmanDecoder.gain``); None keeps
         the old decoder's. A posterior-mean (Kalman) estimate is shrunk toward
-        zero, so its output is slower than the intention; clinical ReFIT
-        systems set a gain (and smoothing) on top of the fitted filter (Gilja
-        et al. 2015). A documented deviation.
+        zero, so its output is slower than the intention; in closed loop the
+        decoder's gain and smoothing are better chosen for the user's control
+        than left at the open-loop optimum (e.g. Willett et al. 2019, Sci Rep
+        9:8881). A documented deviation.
     """
     if not (np.isfinite(process_noise_scale) and process_noise_scale > 0):
         raise ValueError(f"process_noise_scale must be > 0, got {process_noise_scale!r}")
