@@ -89,6 +89,12 @@ class BlockSpec(_Strict):
         False, description="refit: the refit decoder models position and velocity and runs with "
         "position feedback (ReFIT-KF, Gilja et al. 2012); the decoder node needs "
         "position_feedback: true")
+    process_noise_scale: float = Field(
+        1.0, gt=0, le=100, description="refit: multiply the refit filter's fitted velocity process "
+        "noise W (1: as fit; above 1: less smoothing, more noise); a documented deviation")
+    gain: float | None = Field(
+        None, gt=0, le=3, description="refit: output gain of the refit decoder (None: the old "
+        "decoder's); a documented deviation (clinical ReFIT sets one)")
 
     @model_validator(mode="after")
     def _adaptation_needs_closed_loop(self) -> "BlockSpec":

@@ -448,7 +448,10 @@ class Session:
                              "keep_dynamics": spec.keep_dynamics,
                              "position_feedback": spec.position_feedback,
                              "label_speed": spec.label_speed,
-                             "feedback_delay_s": spec.feedback_delay_s}
+                             "feedback_delay_s": spec.feedback_delay_s,
+                             "process_noise_scale": spec.process_noise_scale}
+                    if spec.gain is not None:
+                        adapt["gain"] = spec.gain
                 blocks.append(self._run_block(
                     spec.name, spec.mode,
                     None if per_block_s else spec.trials,

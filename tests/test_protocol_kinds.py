@@ -14,7 +14,10 @@ def test_existing_and_new_built_in_configs_load():
     assert [b.kind for b in cfg.protocol.blocks] == ["closed_loop", "closed_loop"]
     refit, _ = load_config("arm_refit")
     assert [b.kind for b in refit.protocol.blocks] == ["refit", "closed_loop"]
-    assert refit.protocol.blocks[0].label_speed == "profile"
+    # the published label rule, with the two documented deviations (README, issue 4)
+    first = refit.protocol.blocks[0]
+    assert first.label_speed == "decoded" and first.position_feedback
+    assert first.process_noise_scale == 4.0 and first.gain == 1.7
     fixed, _ = load_config("arm_refit_fixed")  # its baseline: same graph, no refit
     assert [b.kind for b in fixed.protocol.blocks] == ["closed_loop", "closed_loop"]
     assert fixed.nodes == refit.nodes and fixed.seed == refit.seed
@@ -50,6 +53,14 @@ def test_bad_block_kind_names_file_key_and_fix(tmp_path):
 def test_adaptation_needs_a_closed_loop_block(tmp_path):
     with pytest.raises(ConfigError, match="mode: closed_loop"):
         load_config(_write(tmp_path, "{name: a, kind: clda, mode: open_loop}"))
+
+
+@pytest.mark.parametrize("option", ["process_noise_scale: 0", "gain: 5"])
+def test_bad_refit_option_names_file_and_key(tmp_path, option):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, f"{{name: a, kind: refit, {option}}}"))
+    msg = str(err.value)
+    assert "t.yaml" in msg and option.split(":")[0] in msg
 
 
 def test_bad_drift_key_is_reported(tmp_path):

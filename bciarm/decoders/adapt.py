@@ -16,7 +16,9 @@ estimated from the task (the decoder's own output is what the user saw):
   that long before the bin (as FIT, Fan et al. 2014).
 * **ReFIT-KF** (Gilja et al. 2012): at the end of a ``refit`` block the whole
   Kalman model is refit by least squares from the block's features and
-  intention estimates (:func:`refit_decoder`).
+  intention estimates (:func:`refit_decoder`); block options
+  ``process_noise_scale`` and ``gain`` (documented deviations) scale the refit
+  filter's process noise W (less smoothing) and set its output gain.
 * **SmoothBatch** (Orsborn et al. 2012): every ``batch_s`` of a ``clda`` block,
   C and Q are refit from the last batch and blended with the current ones,
   ``M <- a M + (1 - a) M_batch`` with ``a = 0.5 ** (batch_s / half_life_s)``;
@@ -174,7 +176,8 @@ class BatchData:
 
 def refit_decoder(decoder: KalmanDecoder, Z: np.ndarray, V: np.ndarray,
                   P: np.ndarray | None = None, keep_dynamics: bool = False,
-                  position_feedback: bool = False) -> KalmanDecoder:
+                  position_feedback: bool = False, process_noise_scale: float = 1.0,
+                  gain: float | None = None) -> KalmanDecoder:
     """ReFIT: refit the decoder on intention estimates.
 
     Parameters
@@ -199,7 +202,35 @@ def refit_decoder(decoder: KalmanDecoder, Z: np.ndarray, V: np.ndarray,
         :func:`~bciarm.decoders.kalman.fit_kalman_model`'s rules (exact
         kinematic rows for position, regressed velocity rows); C and Q by
         least squares on ``[P, V, 1]``.
+    process_noise_scale : float
+        Multiplies the fitted velocity process noise W (1: as fit, Gilja et
+        al. 2012). The intention estimates are the old filter's *smoothed*
+        output rotated, so W fit to them is smaller than the user's own
+        variability and the refit filter smooths (and lags) more than the
+        data call for; a scale above 1 trusts the neural data more (less
+        smoothing, more noise). A documented deviation.
+    gain : float, optional
+        The refit decoder's output gain (``KalmanDecoder.gain``); None keeps
+        the old decoder's. A posterior-mean (Kalman) estimate is shrunk toward
+        zero, so its output is slower than the intention; in closed loop the
+        decoder's gain and smoothing are better chosen for the user's control
+        than left at the open-loop optimum (e.g. Willett et al. 2019, Sci Rep
+        9:8881). A documented deviation.
     """
+    if not (np.isfinite(process_noise_scale) and process_noise_scale > 0):
+        raise ValueError(f"process_noise_scale must be > 0, got {process_noise_scale!r}")
+    new = _refit(decoder, Z, V, P, keep_dynamics, position_feedback)
+    if process_noise_scale != 1.0:
+        new = type(new).from_params(A=new.A_, W=new.W_ * float(process_noise_scale), C=new.C_,
+                                    Q=new.Q_, dt=new.dt_, **new.get_params())
+    if gain is not None:
+        new.set_params(gain=float(gain))
+    return new
+
+
+def _refit(decoder: KalmanDecoder, Z: np.ndarray, V: np.ndarray, P: np.ndarray | None,
+           keep_dynamics: bool, position_feedback: bool) -> KalmanDecoder:
+    """The least-squares refit of :func:`refit_decoder` (before its W scale and gain)."""
     if position_feedback:
         if P is None:
             raise ValueError("ReFIT with position feedback needs the effector positions P")
@@ -312,6 +343,8 @@ class AdaptationNode(Node):
         self.position_feedback = False
         self.label_speed = self.params.label_speed
         self.feedback_delay_s = 0.0
+        self.process_noise_scale = 1.0
+        self.refit_gain: float | None = None
         self._seen: deque[tuple[int, np.ndarray]] = deque(maxlen=256)
         self.profile = SpeedProfile()
         self._calibrating = False
@@ -390,6 +423,8 @@ class AdaptationNode(Node):
             self.position_feedback = bool(d.get("position_feedback", False))
             self.label_speed = str(d.get("label_speed", self.params.label_speed))
             self.feedback_delay_s = float(d.get("feedback_delay_s", 0.0))
+            self.process_noise_scale = float(d.get("process_noise_scale", 1.0))
+            self.refit_gain = float(d["gain"]) if d.get("gain") is not None else None
             self._seen.clear()
             self.data = BatchData()
             self._features.clear()
@@ -458,9 +493,11 @@ class AdaptationNode(Node):
             return
         Z, V, P = self.data.arrays()
         V = self._labels(V)
-        new = refit_decoder(self.decoder, Z, V, P, self.keep_dynamics, self.position_feedback)
+        new = refit_decoder(self.decoder, Z, V, P, self.keep_dynamics, self.position_feedback,
+                            self.process_noise_scale, self.refit_gain)
         self._publish(new, f"decoder_refit_{self.block}.npz", method="refit", bins=len(Z),
-                      position_feedback=self.position_feedback)
+                      position_feedback=self.position_feedback,
+                      process_noise_scale=self.process_noise_scale, gain=float(new.gain))
 
     def _smoothbatch(self) -> None:
         if self.decoder is None or len(self.data) < self.params.min_bins:

@@ -113,6 +113,28 @@ def test_refit_with_position_feedback_is_refit_kf():
         refit_decoder(dec, Z2, V2, None, position_feedback=True)
 
 
+def test_refit_process_noise_scale_and_gain():
+    """The two documented deviations of arm_refit: W scaled (less smoothing) and an
+    output gain; everything else as the plain refit."""
+    rng = np.random.default_rng(3)
+    Z, V, tuning = _tuned(rng)
+    dec = KalmanDecoder().fit(Z, V, 0.05)
+    Z2, V2, _ = _tuned(rng, tuning=-tuning)
+    plain = refit_decoder(dec, Z2, V2)
+    new = refit_decoder(dec, Z2, V2, process_noise_scale=4.0, gain=1.7)
+    np.testing.assert_array_equal(new.W_, 4.0 * plain.W_)
+    for name in ("A_", "C_", "Q_"):
+        np.testing.assert_array_equal(getattr(new, name), getattr(plain, name))
+    assert new.gain == 1.7 and plain.gain == dec.gain == 1.0
+    # more process noise: the filter trusts the data more (its transition F shrinks)
+    assert max(abs(np.linalg.eigvals(new.F_[:2, :2]))) < max(abs(np.linalg.eigvals(plain.F_[:2, :2])))
+    # the gain scales the output only: same filter, 1.7 x the velocity
+    ungained = refit_decoder(dec, Z2, V2, process_noise_scale=4.0)
+    np.testing.assert_allclose(new.predict(Z2[:200]), 1.7 * ungained.predict(Z2[:200]), rtol=1e-12)
+    with pytest.raises(ValueError, match="process_noise_scale"):
+        refit_decoder(dec, Z2, V2, process_noise_scale=0.0)
+
+
 def _config(kind: str, features: dict | None = None, **block: object):
     cfg, _ = load_config("arm_clda")
     if features is not None:
@@ -153,8 +175,10 @@ def _replay(session_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize(("kind", "features", "block"), [
     ("clda", None, {}),
-    # ReFIT with the calibration speed profile (the arm_refit setting)
-    ("refit", None, {"label_speed": "profile", "feedback_delay_s": 0.15}),
+    # ReFIT with every label and refit option in one session: the calibration speed
+    # profile (off in arm_refit now), less smoothing and an output gain (as arm_refit)
+    ("refit", None, {"label_speed": "profile", "feedback_delay_s": 0.15,
+                     "process_noise_scale": 4.0, "gain": 1.7}),
     ("clda", {"zscore": True, "history": 3, "count_transform": "sqrt", "min_rate_hz": 0.5}, {})])
 def test_adaptive_session_records_updates_and_replays_exactly(tmp_path, kind, features, block):
     result = Session(_config(kind, features, **block), seed=1, out_dir=tmp_path).run()
