@@ -231,7 +231,7 @@ class RobotiqGripper:
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise socket.timeout(f"no reply to {line!r} within {self.io_timeout_s} s")
+                    raise TimeoutError(f"no reply to {line!r} within {self.io_timeout_s} s")
                 sock.settimeout(left)
                 chunk = sock.recv(256)
                 if not chunk:

@@ -226,7 +226,7 @@ class RobotiqDouble:
 
     close = kill
 
-    def __enter__(self) -> "RobotiqDouble":
+    def __enter__(self) -> RobotiqDouble:
         return self
 
     def __exit__(self, *exc: object) -> None:

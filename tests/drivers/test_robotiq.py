@@ -69,7 +69,7 @@ def test_connect_activates_the_gripper_and_enables_motion(rig):
     st = drv.read_gripper()
     assert st.aperture == pytest.approx(0.085) and not st.holding
     # An already active gripper is not activated again (its fingers would move).
-    arm2, drv2 = make(rq)
+    _, drv2 = make(rq)
     try:
         assert [s for _, s in rq.sets][2:] == ["SET GTO 1"]
     finally:
