@@ -13,9 +13,11 @@ the same protocol the Robotiq URCap serves on the robot controller:
   the requested position).  While the robot is e-stopped the URCap answers
   ``VAR ?``.
 
-Position 0 is open, 255 closed; the width is ``stroke * (1 - pos / 255)``
-(linear; a real gripper calibrated with the URCap maps its own open/closed
-counts to 0/255).  ``SPE`` and ``FOR`` 0..255 span the model's speed and
+Position 0 is open, 255 closed; the width is linear in the position between
+``pos_open`` (the stroke) and ``pos_closed`` (0 m).  The defaults 0 and 255
+are nominal: a real 2F-85 stops short of both ends (e.g. about 3 open and
+about 230 closed), so measure the positions of the fully open and fully
+closed (empty) fingers and set ``gripper_pos_open`` / ``gripper_pos_closed``.  ``SPE`` and ``FOR`` 0..255 span the model's speed and
 force ranges (2F-85: 20-150 mm/s, 20-235 N; 2F-140: 30-250 mm/s, 10-125 N).
 
 Velocity to positions
@@ -166,12 +168,15 @@ class RobotiqGripper:
         A request not answered within this is a dead socket.
     activate_timeout_s : float
         Activation must reach ``STA 3`` within this.
+    pos_open, pos_closed : int
+        Position counts of the fully open and fully closed (empty) fingers.
     """
 
     def __init__(self, host: str, port: int = URCAP_PORT, model: str = "2F-85",
                  max_force: float | None = None, lookahead_s: float = 0.2,
                  poll_period_s: float = 0.01, state_timeout_s: float = 0.5,
-                 io_timeout_s: float = 0.5, activate_timeout_s: float = 5.0) -> None:
+                 io_timeout_s: float = 0.5, activate_timeout_s: float = 5.0,
+                 pos_open: int = 0, pos_closed: int = 255) -> None:
         if model not in MODELS:
             raise ValueError(f"gripper_model must be one of {sorted(MODELS)}, got {model!r}")
         self.spec = MODELS[model]
@@ -181,6 +186,10 @@ class RobotiqGripper:
         if not (math.isfinite(float(max_force)) and fmin <= float(max_force) <= fmax):
             raise ValueError(f"gripper_max_force must be within the {model}'s grip force range "
                              f"[{fmin:g}, {fmax:g}] N, got {max_force!r}")
+        if not 0 <= int(pos_open) < int(pos_closed) <= 255:
+            raise ValueError(f"gripper_pos_open / gripper_pos_closed must satisfy 0 <= open < "
+                             f"closed <= 255, got {pos_open!r} / {pos_closed!r}")
+        self.pos_open, self.pos_closed = int(pos_open), int(pos_closed)
         if not 0 < int(port) < 65536:
             raise ValueError(f"gripper_port must be a TCP port (1..65535), got {port!r}")
         self.host = host
@@ -270,12 +279,14 @@ class RobotiqGripper:
     # ------------------------------------------------------------------ mapping
 
     def width_of(self, pos: int) -> float:
-        """Aperture (m) of position count ``pos`` (0 open .. 255 closed)."""
-        return self.spec.stroke * (1.0 - pos / 255.0)
+        """Aperture (m) of position count ``pos`` (``pos_open`` .. ``pos_closed``)."""
+        frac = (self.pos_closed - pos) / (self.pos_closed - self.pos_open)
+        return self.spec.stroke * min(1.0, max(0.0, frac))
 
     def pos_of(self, width: float) -> int:
-        """Position count of aperture ``width`` (m), clamped to 0..255."""
-        return int(min(255, max(0, round((1.0 - width / self.spec.stroke) * 255.0))))
+        """Position count of aperture ``width`` (m), clamped to ``pos_open`` .. ``pos_closed``."""
+        frac = min(1.0, max(0.0, width / self.spec.stroke))
+        return int(round(self.pos_closed - frac * (self.pos_closed - self.pos_open)))
 
     def speed_count(self, speed: float) -> int:
         """``SPE`` count for an aperture speed (m/s), clamped to 0..255."""
@@ -464,7 +475,7 @@ class RobotiqGripper:
             target = max(target, r.pos + 1)   # always a count ahead: slow asks still move
         else:
             target = min(target, r.pos - 1)
-        target = min(255, max(0, target))
+        target = min(self.pos_closed, max(self.pos_open, target))
         n_force, force = self.force_count(f)
         cmd = RobotiqCommand(target, self.speed_count(v), n_force, force, closing)
         if cur is not None and (cur.pos, cur.spe, cur.force_count, cur.closing) == \
@@ -484,7 +495,7 @@ class RobotiqGripper:
         """The driver's ``stop()``: stop an opening move; closing is left to the guard."""
         r = self._latest()
         cur = self.current
-        if cur is not None and not cur.closing and cur.pos != r.pos:
+        if cur is not None and not cur.closing and cur.pos != r.pos and not self._holding(r):
             return self._hand_over(dataclasses.replace(cur, pos=r.pos))
         return None
 

@@ -133,6 +133,9 @@ class URDriver(Driver):
     gripper_max_force : float, optional
         Largest grip force sent, N (default the model's largest); the arm's
         ``gripper.grip_force`` caps it further.
+    gripper_pos_open, gripper_pos_closed : int
+        Robotiq position counts of the fully open / closed fingers (0, 255
+        nominal; measure them on the gripper).
     rtde : object, optional
         Provides ``RTDEControlInterface`` and ``RTDEReceiveInterface``; default
         ur_rtde's.  Tests pass :class:`~bciarm.testing.ur_rtde_double.URRTDEDouble`.
@@ -170,7 +173,8 @@ class URDriver(Driver):
                  rtde: Any = None, gripper: str | None = None,
                  gripper_host: str | None = None, gripper_port: int = URCAP_PORT,
                  gripper_model: str = "2F-85",
-                 gripper_max_force: float | None = None) -> None:
+                 gripper_max_force: float | None = None, gripper_pos_open: int = 0,
+                 gripper_pos_closed: int = 255) -> None:
         super().__init__()
         names = tuple(joint_names)
         if len(names) != 6:
@@ -211,7 +215,9 @@ class URDriver(Driver):
         elif gripper == "robotiq":
             self._gripper_spec = RobotiqGripper(gripper_host or host or "", gripper_port,
                                                 model=gripper_model,
-                                                max_force=gripper_max_force)
+                                                max_force=gripper_max_force,
+                                                pos_open=gripper_pos_open,
+                                                pos_closed=gripper_pos_closed)
         else:
             raise ValueError(f"gripper must be 'robotiq' or none, got {gripper!r}")
         self._gripper: RobotiqGripper | None = None

@@ -303,3 +303,12 @@ def test_the_driver_contract_passes_on_ur_with_the_robotiq_double(rq):
     print("\n" + steps["gripper"].detail)
     check_driver(factory)
     assert math.isfinite(rq.width)
+
+
+def test_calibrated_positions_map_to_the_stroke():
+    g = RobotiqGripper("127.0.0.1", model="2F-140", pos_open=3, pos_closed=230)
+    assert g.width_of(3) == pytest.approx(0.140) and g.width_of(230) == 0.0
+    assert g.width_of(116.5) == pytest.approx(0.070) and g.width_of(250) == 0.0
+    assert g.pos_of(0.140) == 3 and g.pos_of(0.0) == 230 and g.pos_of(1.0) == 3
+    with pytest.raises(ValueError, match="gripper_pos_open / gripper_pos_closed"):
+        URDriver(host="x", gripper="robotiq", gripper_pos_open=200, gripper_pos_closed=100)
