@@ -47,8 +47,9 @@ Joint names default to the UR URDF names; limits are parameters (UR5e:
 ±2π, elbow ±π, 3.14 rad/s — the default speed limit here is a conservative
 1.0 rad/s).  For the arm effector give ``urdf`` and ``ee_link`` (no UR URDF
 ships with bciarm).  Tested against :mod:`bciarm.testing.ur_rtde_double`,
-a test double of the ur_rtde interface; validate on hardware or URSim with
-the README's steps.
+a test double of the ur_rtde interface, and its Robotiq gripper against
+:mod:`bciarm.testing.robotiq_double`; validate on hardware or URSim with the
+README's steps.
 """
 
 from __future__ import annotations

@@ -112,8 +112,11 @@ class RobotiqDouble:
                 return "?!garbage"
             words = line.split()
             if len(words) >= 3 and words[0] == "SET" and len(words) % 2 == 1:
+                pairs = list(zip(words[1::2], words[2::2]))
+                if not all(n in self.vars and v.isdigit() for n, v in pairs):
+                    return "?"  # the real URCap's answer to what it does not understand varies
                 self.sets.append((time.monotonic(), line))
-                for name, value in zip(words[1::2], words[2::2]):
+                for name, value in pairs:
                     self._set(name, int(value))
                 return "ack"
             if len(words) == 2 and words[0] == "GET" and words[1] in self.vars:
