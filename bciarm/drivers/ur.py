@@ -30,20 +30,26 @@ Pacing
     ``timestamp``), like the Franka driver
     (:class:`~bciarm.drivers.pacing.DeviceClockPacer`).
 
-No gripper
-    ur_rtde's Python API (1.6.5: ``rtde_control``, ``rtde_receive``,
+Gripper
+    ur-rtde's Python API (1.6.5: ``rtde_control``, ``rtde_receive``,
     ``rtde_io``) has no gripper interface (its C++ library's
-    ``RobotiqGripper`` is not bound), so this driver has none and an arm
-    session with ``gripper`` settings (the ``grasp`` axis) is refused at
-    start.  How a gripper would plug in: see the README, "Reach and grasp --
-    on hardware".
+    ``RobotiqGripper`` is not bound).  With ``gripper="robotiq"`` the driver
+    talks to a Robotiq 2F-85 / 2F-140 through the Robotiq URCap's socket
+    (``gripper_host``, default ``host``; ``gripper_port`` 63352) with
+    :class:`~bciarm.drivers.robotiq.RobotiqGripper` and has the gripper
+    methods of :mod:`bciarm.drivers.gripper`.  A gripper fault, a dead socket
+    or a stale gripper state faults the driver too (the arm gets
+    ``speedStop`` and commands are dropped until :meth:`URDriver.reset_fault`).
+    Without ``gripper`` (the default) an arm session with ``gripper``
+    settings (the ``grasp`` axis) is refused at start.
 
 Joint names default to the UR URDF names; limits are parameters (UR5e:
 ±2π, elbow ±π, 3.14 rad/s — the default speed limit here is a conservative
 1.0 rad/s).  For the arm effector give ``urdf`` and ``ee_link`` (no UR URDF
 ships with bciarm).  Tested against :mod:`bciarm.testing.ur_rtde_double`,
-a test double of the ur_rtde interface; validate on hardware or URSim with
-the README's steps.
+a test double of the ur_rtde interface, and its Robotiq gripper against
+:mod:`bciarm.testing.robotiq_double`; validate on hardware or URSim with the
+README's steps.
 """
 
 from __future__ import annotations
@@ -57,7 +63,9 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from bciarm.drivers.base import Driver, DriverError, JointLimits, JointState, RobotModel
+from bciarm.drivers.gripper import GripperLimits, GripperState
 from bciarm.drivers.pacing import DeviceClockPacer
+from bciarm.drivers.robotiq import URCAP_PORT, RobotiqGripper
 
 log = logging.getLogger("bciarm.drivers.ur")
 
@@ -114,6 +122,21 @@ class URDriver(Driver):
         Caps on ``speedL`` commands (m/s, rad/s).
     urdf, ee_link : str, optional
         Robot description for :meth:`robot_model` (the arm effector's kinematics).
+    gripper : str or None
+        ``"robotiq"``: a Robotiq 2F gripper through its URCap socket; None /
+        ``"none"`` (default): no gripper.
+    gripper_host : str, optional
+        Address of the URCap socket (default ``host``, the robot controller).
+    gripper_port : int
+        The URCap socket's port (63352).
+    gripper_model : str
+        ``"2F-85"`` or ``"2F-140"``.
+    gripper_max_force : float, optional
+        Largest grip force sent, N (default the model's largest); the arm's
+        ``gripper.grip_force`` caps it further.
+    gripper_pos_open, gripper_pos_closed : int
+        Robotiq position counts of the fully open / closed fingers (0, 255
+        nominal; measure them on the gripper).
     rtde : object, optional
         Provides ``RTDEControlInterface`` and ``RTDEReceiveInterface``; default
         ur_rtde's.  Tests pass :class:`~bciarm.testing.ur_rtde_double.URRTDEDouble`.
@@ -131,10 +154,12 @@ class URDriver(Driver):
     """
 
     simulated = False
-    #: Why an arm with ``gripper`` settings is refused on this driver (see "No gripper").
+    #: Why an arm with ``gripper`` settings is refused on this driver without one.
     no_gripper_reason: ClassVar[str] = (
-        "ur-rtde's Python API has no gripper interface; see the README, Reach and grasp -- "
-        "on hardware, for how a UR gripper would plug in")
+        "no gripper configured, and ur-rtde's Python API has no gripper interface; for a "
+        "Robotiq 2F gripper with its URCap set the driver params gripper: robotiq (and "
+        "gripper_host if the URCap is not on host); see the README, Reach and grasp -- "
+        "on hardware")
     paced = True
     #: Modules the contract suite needs to build :meth:`contract_instance` (none: a test double).
     contract_requires: ClassVar[tuple[str, ...]] = ()
@@ -146,7 +171,11 @@ class URDriver(Driver):
                  lower: Sequence[float] | None = None, upper: Sequence[float] | None = None,
                  tcp_max_speed: float = 0.25, tcp_max_angular_speed: float = 1.0,
                  urdf: str | None = None, ee_link: str | None = None,
-                 rtde: Any = None) -> None:
+                 rtde: Any = None, gripper: str | None = None,
+                 gripper_host: str | None = None, gripper_port: int = URCAP_PORT,
+                 gripper_model: str = "2F-85",
+                 gripper_max_force: float | None = None, gripper_pos_open: int = 0,
+                 gripper_pos_closed: int = 255) -> None:
         super().__init__()
         names = tuple(joint_names)
         if len(names) != 6:
@@ -182,6 +211,17 @@ class URDriver(Driver):
         self.safety_events: list[tuple[float, str]] = []
         self.dropped = 0
         self.last_command_t = -math.inf
+        if gripper in (None, False, "none"):
+            self._gripper_spec: RobotiqGripper | None = None
+        elif gripper == "robotiq":
+            self._gripper_spec = RobotiqGripper(gripper_host or host or "", gripper_port,
+                                                model=gripper_model,
+                                                max_force=gripper_max_force,
+                                                pos_open=gripper_pos_open,
+                                                pos_closed=gripper_pos_closed)
+        else:
+            raise ValueError(f"gripper must be 'robotiq' or none, got {gripper!r}")
+        self._gripper: RobotiqGripper | None = None
 
     # ------------------------------------------------------------------ Driver API
 
@@ -230,6 +270,13 @@ class URDriver(Driver):
                               "on the pendant first")
         if not self._control.setWatchdog(1.0 / self.command_timeout_s):
             raise DriverError(f"URDriver at {self.host}: could not arm the RTDE watchdog")
+        if self._gripper_spec is not None:
+            try:
+                self._gripper_spec.open()
+            except DriverError:
+                self._close()
+                raise
+            self._gripper = self._gripper_spec
         self._pacer.reset()
 
     def _check_safety(self) -> None:
@@ -326,13 +373,25 @@ class URDriver(Driver):
         return x
 
     def stop(self) -> None:
-        """``speedStop`` at ``stop_decel`` (sent even while faulted: stopping is always allowed)."""
+        """``speedStop`` at ``stop_decel`` (sent even while faulted: stopping is always allowed).
+
+        An opening Robotiq move stops too; closing is left to the grip guard
+        (a closed hand keeps squeezing through an e-stop).
+        """
         if self.connected and self._control is not None:
             self._control.speedStop(self.stop_decel)
             self._control.kickWatchdog()
+        if self._gripper is not None:
+            try:
+                self._gripper.stop_moves()
+            except DriverError as exc:  # the arm's stop must not fail on the gripper
+                log.warning("URDriver: stopping the gripper failed (%s)", exc)
 
     def _close(self) -> None:
         control, receive = self._control, self._receive
+        gripper, self._gripper = self._gripper, None
+        if gripper is not None:
+            gripper.close()  # sends nothing: a held object stays held
         try:
             if control is not None:
                 try:
@@ -357,6 +416,13 @@ class URDriver(Driver):
         """
         self._require_connected()
         saved, self.faulted = self.faulted, ""
+        if self._gripper is not None:
+            try:
+                self._gripper.read()
+            except DriverError as exc:
+                self.faulted = saved
+                raise DriverError(f"URDriver at {self.host}: the gripper is still faulted "
+                                  f"({exc})") from exc
         rx = self._receive
         mode = int(rx.getSafetyMode())
         if rx.isProtectiveStopped() or rx.isEmergencyStopped() or mode not in SAFETY_OK:
@@ -381,3 +447,60 @@ class URDriver(Driver):
         """Wait until the controller's clock has moved on by ``dt`` (see the module docstring)."""
         self._require_connected()
         self._pacer.wait(dt)
+
+    # ------------------------------------------------------------------ Robotiq gripper
+
+    def has_gripper(self) -> bool:
+        """True if a Robotiq gripper is configured and connected."""
+        return self._gripper is not None
+
+    @property
+    def gripper(self) -> RobotiqGripper | None:
+        """The :class:`~bciarm.drivers.robotiq.RobotiqGripper` (None without one)."""
+        return self._gripper
+
+    def _require_gripper(self) -> RobotiqGripper:
+        if self._gripper is None:
+            raise DriverError(f"URDriver at {self.host} has no gripper ("
+                              + ("not connected" if self._gripper_spec is not None
+                                 else "set gripper: robotiq in the driver params") + ")")
+        return self._gripper
+
+    def _gripper_failed(self, exc: DriverError) -> None:
+        """A gripper that fails faults the arm: stop it, drop commands until reset_fault()."""
+        why = f"gripper: {exc}"
+        if self.faulted != why:
+            self.faulted = why
+            self.safety_events.append((time.monotonic(), why))
+            log.error("URDriver at %s: %s; arm stopped", self.host, why)
+        if self.connected and self._control is not None:
+            self._control.speedStop(self.stop_decel)
+            self._control.kickWatchdog()
+
+    def gripper_limits(self) -> GripperLimits:
+        """Aperture 0 .. the model's stroke, its top speed, ``gripper_max_force``."""
+        return self._require_gripper().limits
+
+    def read_gripper(self) -> GripperState:
+        """The gripper's latest width, rate, held force and OBJ flag (never blocks).
+
+        Raises
+        ------
+        DriverError
+            A gripper fault, a dead socket or a stale state; the arm is stopped first.
+        """
+        g = self._require_gripper()
+        try:
+            return g.read()
+        except DriverError as exc:
+            self._gripper_failed(exc)
+            raise
+
+    def command_gripper(self, velocity: float, max_force: float) -> None:
+        """Aperture rate (m/s, + opens) with a force cap (N); never blocks (see robotiq)."""
+        g = self._require_gripper()
+        try:
+            g.command(velocity, max_force)
+        except DriverError as exc:
+            self._gripper_failed(exc)
+            raise

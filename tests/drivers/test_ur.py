@@ -163,8 +163,9 @@ def test_connecting_to_nobody_fails_plainly():
 
 
 def test_an_arm_with_a_gripper_is_refused_on_ur_before_it_moves():
-    """ur-rtde's Python API has no gripper: the grasp axis (which needs `gripper`) is refused
-    at start, naming why -- before kinematics are even looked at (no UR URDF ships)."""
+    """Without `gripper: robotiq` the UR driver has no gripper (ur-rtde's Python API has none):
+    the grasp axis (which needs `gripper`) is refused at start, naming why and the fix --
+    before kinematics are even looked at (no UR URDF ships)."""
     from bciarm.drivers.gripper import has_gripper
     from bciarm.effectors.arm import ArmController
 
@@ -174,8 +175,109 @@ def test_an_arm_with_a_gripper_is_refused_on_ur_before_it_moves():
     ctl = ArmController(drv, axes=("x", "y", "z", "grasp"), gripper={})
     try:
         with pytest.raises(ValueError, match=r"URDriver has no gripper.*ur-rtde's Python API "
-                                             r"has no gripper interface"):
+                                             r"has no gripper interface.*gripper: robotiq"):
             ctl.start(0.0)
         assert not calls(double, "speedJ") and not calls(double, "speedL")
     finally:
         drv.close()
+
+
+def test_speedl_passes_angular_velocity_and_caps_it_by_its_norm(rig):
+    """The wrist part of a twist reaches speedL unchanged under tcp_max_angular_speed, and over
+    it is scaled down along its own direction (the linear part untouched)."""
+    double, drv = rig
+    twist = [0.05, 0.0, -0.02, 0.3, -0.2, 0.4]
+    sent = drv.command_cartesian_velocity(twist)
+    assert np.allclose(sent, twist) and drv.clamped == 0
+    assert np.allclose(calls(double, "speedL")[-1][2][0], twist)
+    t0 = drv.read().t_s
+    for _ in range(50):  # 0.5 s; the double ramps each axis at speedL's acceleration (as speedl's
+        drv.command_cartesian_velocity(twist)  # aRot defaults to a): accel * 0.125
+        drv.advance(0.01)
+    ramp = (drv.read().t_s - t0) * drv.accel * 0.125
+    expect = np.sign(twist) * np.minimum(np.abs(twist), ramp)
+    assert np.allclose(double.RTDEReceiveInterface("x").getActualTCPSpeed(), expect, atol=0.01)
+    w = np.array([3.0, -4.0, 0.0])  # |w| = 5 rad/s
+    sent = drv.command_cartesian_velocity([0.1, 0.0, 0.0, *w])
+    assert np.allclose(sent[3:], w / 5.0 * drv.tcp_max_angular_speed) and drv.clamped == 1
+    assert np.allclose(sent[:3], [0.1, 0.0, 0.0])
+
+
+#: A UR5e's kinematic chain (ur_description's joint origins; masses and meshes left out).
+UR5E_URDF = """<?xml version="1.0"?>
+<robot name="ur5e_kinematics">
+  {links}
+  {joints}
+</robot>
+"""
+_UR5E_JOINTS = [  # name, parent, child, xyz, rpy
+    ("shoulder_pan_joint", "base_link", "shoulder_link", "0 0 0.1625", "0 0 0"),
+    ("shoulder_lift_joint", "shoulder_link", "upper_arm_link", "0 0 0", "1.570796 0 0"),
+    ("elbow_joint", "upper_arm_link", "forearm_link", "-0.425 0 0", "0 0 0"),
+    ("wrist_1_joint", "forearm_link", "wrist_1_link", "-0.3922 0 0.1333", "0 0 0"),
+    ("wrist_2_joint", "wrist_1_link", "wrist_2_link", "0 -0.0997 0", "1.570796 0 0"),
+    ("wrist_3_joint", "wrist_2_link", "wrist_3_link", "0 0.0996 0", "1.570796 3.141593 3.141593"),
+]
+
+
+def ur5e_urdf(path):
+    links = ["base_link"] + [j[2] for j in _UR5E_JOINTS] + ["tool0"]
+    link_xml = "\n  ".join(
+        f'<link name="{n}"><inertial><mass value="1"/><inertia ixx="0.01" ixy="0" ixz="0" '
+        f'iyy="0.01" iyz="0" izz="0.01"/></inertial></link>' for n in links)
+    joint_xml = "\n  ".join(
+        f'<joint name="{n}" type="revolute"><parent link="{p}"/><child link="{c}"/>'
+        f'<origin xyz="{xyz}" rpy="{rpy}"/><axis xyz="0 0 1"/>'
+        f'<limit lower="-6.2832" upper="6.2832" effort="150" velocity="3.14"/></joint>'
+        for n, p, c, xyz, rpy in _UR5E_JOINTS)
+    joint_xml += ('\n  <joint name="wrist_3-tool0" type="fixed"><parent link="wrist_3_link"/>'
+                  '<child link="tool0"/><origin xyz="0 0.0996 0" rpy="-1.570796 0 0"/></joint>')
+    path.write_text(UR5E_URDF.format(links=link_xml, joints=joint_xml))
+    return path
+
+
+def test_a_7d_session_drives_the_ur_wrist_and_a_robotiq_gripper(tmp_path):
+    """A 7-D arm (x, y, z, roll, pitch, yaw, grasp) on the UR driver: the wrist axes become
+    speedJ joint rates through the arm's kinematics (a minimal UR5e URDF written here: none ships
+    with bciarm) and turn the tool; the grasp axis drives the Robotiq TEST DOUBLE."""
+    from scipy.spatial.transform import Rotation
+
+    from bciarm.effectors.arm import ArmController
+    from bciarm.testing.robotiq_double import RobotiqDouble
+
+    urdf = ur5e_urdf(tmp_path / "ur5e.urdf")
+    axes = ("x", "y", "z", "roll", "pitch", "yaw", "grasp")
+    with RobotiqDouble(object_width=0.04) as rq:
+        double = URRTDEDouble()
+        drv = URDriver(host="ur-test-double", rtde=double, urdf=str(urdf), ee_link="tool0",
+                       gripper="robotiq", gripper_host="127.0.0.1", gripper_port=rq.port)
+        ctl = ArmController(drv, axes=axes, max_speed=0.15,
+                            gripper={"grip_force": 40.0},
+                            wrist={"max_tilt_deg": 45.0, "max_yaw_deg": 90.0})
+        ctl.start(0.0)
+        try:
+            q0 = ctl.last.orientation if ctl.last is not None else None
+            r0 = Rotation.from_quat(q0) if q0 is not None else None
+            t, st = 0.0, None
+            for _ in range(60):  # 0.6 s of yaw at 0.4 rad/s
+                t += 0.01
+                st = ctl.update([0, 0, 0, 0, 0, 0.4, 0.0], t)
+            assert st is not None and not st.estopped
+            sent = calls(double, "speedJ")
+            assert sent and max(abs(c[2][0][5]) for c in sent) > 0.1, "no wrist joint rate"
+            assert r0 is not None
+            rotvec = (Rotation.from_quat(st.orientation) * r0.inv()).as_rotvec()
+            turned = float(np.linalg.norm(rotvec))
+            # About the vertical, at most 0.4 rad/s x 0.6 s (less the ramp up).
+            assert 0.15 < turned <= 0.4 * 0.6 + 0.01, f"the tool turned {turned:.3f} rad"
+            assert abs(rotvec[2]) > 0.95 * turned, f"turned about {rotvec}, not the vertical"
+            deadline = time.monotonic() + 3.0
+            while not (st.gripper is not None and st.gripper.holding):
+                assert time.monotonic() < deadline, f"no grasp: {st.gripper}"
+                t += 0.01
+                st = ctl.update([0, 0, 0, 0, 0, 0, -0.08], t)
+            assert st.gripper.aperture == pytest.approx(0.04, abs=0.001)
+            print(f"\nUR 7-D on the doubles: tool turned {np.degrees(turned):.0f} deg in 0.6 s "
+                  f"at 0.4 rad/s yaw; grasped a 4 cm object at {st.gripper.force:.1f} N")
+        finally:
+            ctl.close()
