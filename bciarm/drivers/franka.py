@@ -188,6 +188,9 @@ class FrankaDriver(Driver):
         force; at most 140); the arm's ``gripper.grip_force`` caps it further.
     gripper_homing : bool
         Home the Hand on connect (its fingers open fully and come back).
+    gripper_state_timeout_s : float
+        A Hand whose state has not advanced for this long is a fault
+        (``DriverError``; the arm stops), s (default 1.0).
 
     Attributes
     ----------
@@ -216,7 +219,8 @@ class FrankaDriver(Driver):
                  realtime_kernel: bool = False, auto_recover: bool = True,
                  max_recoveries: int = 3, recovery_window_s: float = 60.0,
                  recovery_timeout_s: float = 5.0, gripper: bool | str = "auto",
-                 gripper_max_force: float = 70.0, gripper_homing: bool = False) -> None:
+                 gripper_max_force: float = 70.0, gripper_homing: bool = False,
+                 gripper_state_timeout_s: float = 1.0) -> None:
         super().__init__()
         from bciarm.sim.scene import load_scene
 
@@ -253,7 +257,8 @@ class FrankaDriver(Driver):
         from bciarm.drivers.franka_hand import FrankaHand
 
         # Validates the force now; connects in connect().
-        self._hand_spec = FrankaHand(host, max_force=gripper_max_force, homing=gripper_homing)
+        self._hand_spec = FrankaHand(host, max_force=gripper_max_force, homing=gripper_homing,
+                                     state_timeout_s=gripper_state_timeout_s)
         self._hand: FrankaHand | None = None
         self.errors: list[tuple[float, str, str]] = []
         self.recoveries: list[float] = []

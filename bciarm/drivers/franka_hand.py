@@ -85,6 +85,7 @@ and spaced.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import math
@@ -96,6 +97,26 @@ from bciarm.drivers.base import DriverError
 from bciarm.drivers.gripper import GripperLimits, GripperState
 
 log = logging.getLogger("bciarm.drivers.franka")
+
+
+def _keep_for_life_of_process(gripper: Any) -> None:
+    """Never free ``gripper``: a thread is blocked in one of its calls for good.
+
+    franky-sim never answers a superseded action, so that call's thread polls
+    the Gripper's socket until the process ends.  If interpreter shutdown
+    freed the Gripper (module teardown runs the garbage collector), the
+    blocked call would return into a finalizing interpreter, whose daemon
+    thread is then ended by a forced unwind through libfranka's ``noexcept``
+    frames: libstdc++ aborts the process ("terminate called without an
+    active exception", exit -6) after it did its work.  One extra reference
+    the collector cannot see keeps the connection open until ``exit``.
+    """
+    if id(gripper) not in _KEPT:
+        _KEPT.add(id(gripper))
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(gripper))
+
+
+_KEPT: set[int] = set()
 
 #: Largest speed libfranka accepts per finger, m/s (the Hand's 50 mm/s; franky-sim's limit).
 FINGER_SPEED_LIMIT = 0.05
@@ -232,6 +253,9 @@ class FrankaHand:
         self._reading: _Reading | None = None
         self._closed = threading.Event()
         self._reader: threading.Thread | None = None
+        self._threads: list[tuple[HandAction, threading.Thread]] = []
+        #: Longest wait in :meth:`close` for running actions to be answered, s.
+        self.close_wait_s = 3.0
         self._limits: GripperLimits | None = None
         self._held_action: HandAction | None = None
         self._closing_seen_t = -math.inf
@@ -283,6 +307,15 @@ class FrankaHand:
         if self._reader is not None:
             self._reader.join(timeout=1.0)
         self._reader = None
+        # Let the actions the Hand will answer (a chunk, <= lookahead_s of travel) come back
+        # first: a franky call that returns while the interpreter shuts down is ended by a
+        # forced unwind through libfranka's noexcept frames, and libstdc++ aborts the
+        # process (exit -6) after its work is done.  Superseded ones never return (franky-sim).
+        deadline = time.monotonic() + self.close_wait_s
+        for action, thread in self._threads:
+            if action.error != "superseded":
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._threads = [(a, t) for a, t in self._threads if t.is_alive()]
         # Threads blocked on an unanswered action keep their own reference.
         self._g = None
 
@@ -444,6 +477,7 @@ class FrankaHand:
                 old.done = True  # superseded: its answer, if any, no longer matters
                 old.error = "superseded"
                 self.unanswered += 1
+                _keep_for_life_of_process(g)
         action.sent_t = time.monotonic()
         self.actions.append(action)
         # libfranka's speed is per finger (franky-sim limits each finger to it).
@@ -478,5 +512,7 @@ class FrankaHand:
                 action.result = result
             action.done = True
 
-        threading.Thread(target=run, name=f"franka-hand-{action.kind}", daemon=True).start()
+        thread = threading.Thread(target=run, name=f"franka-hand-{action.kind}", daemon=True)
+        self._threads = [(a, t) for a, t in self._threads if t.is_alive()] + [(action, thread)]
+        thread.start()
         return action
