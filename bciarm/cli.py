@@ -185,5 +185,24 @@ _bench = load_command("bciarm.commands.bench:bench")
 _bench.add_command(_rt.bench_bus)  # bciarm bench bus
 main.add_command(_bench)
 
+
+
+def run() -> None:
+    """The ``bciarm`` console entry point: :func:`main`, then the process's exit.
+
+    A device library may leave a call running in a thread (the Franka Hand's,
+    see :func:`bciarm.drivers.franka_hand.exit_if_calls_pending`); then the
+    process exits at once with the command's status rather than through
+    interpreter shutdown, which would abort it.
+    """
+    try:
+        main()
+    except SystemExit as exc:
+        hand = sys.modules.get("bciarm.drivers.franka_hand")
+        if hand is not None:
+            hand.exit_if_calls_pending(exc.code)
+        raise
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

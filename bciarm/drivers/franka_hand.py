@@ -118,6 +118,41 @@ def _keep_for_life_of_process(gripper: Any) -> None:
 
 _KEPT: set[int] = set()
 
+#: Every thread that calls into franky (the state reader, one per action).
+_FRANKY_THREADS: list[threading.Thread] = []
+
+
+def exit_if_calls_pending(code: Any) -> None:
+    """End the process now, with ``code``, if a thread is still inside a franky call.
+
+    Such a call (an action franky-sim never answers, or one still running)
+    would return into a finalizing interpreter, which ends its thread by a
+    forced unwind through libfranka's ``noexcept`` frames: libstdc++ aborts
+    the process ("terminate called without an active exception", exit -6)
+    after all its work was done.  So the command line flushes its output and
+    leaves with its own exit status instead (``bciarm.cli.run``); the Hand
+    keeps doing what it was last told, as it would if the process died.
+    """
+    if not any(t.is_alive() for t in _FRANKY_THREADS):
+        return
+    import os
+    import sys
+
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - closed stream: nothing left to flush
+            pass
+    os._exit(status)
+
 #: Largest speed libfranka accepts per finger, m/s (the Hand's 50 mm/s; franky-sim's limit).
 FINGER_SPEED_LIMIT = 0.05
 #: libfranka's hard grasp-force limit, N (franky-sim clamps to it too).
@@ -299,6 +334,7 @@ class FrankaHand:
         self._closed.clear()
         self._reader = threading.Thread(target=self._read_loop, name="franka-hand-state",
                                         daemon=True)
+        _FRANKY_THREADS.append(self._reader)
         self._reader.start()
 
     def close(self) -> None:
@@ -514,5 +550,6 @@ class FrankaHand:
 
         thread = threading.Thread(target=run, name=f"franka-hand-{action.kind}", daemon=True)
         self._threads = [(a, t) for a, t in self._threads if t.is_alive()] + [(action, thread)]
+        _FRANKY_THREADS[:] = [t for t in _FRANKY_THREADS if t.is_alive()] + [thread]
         thread.start()
         return action

@@ -263,7 +263,8 @@ def test_click_grasps_holds_through_an_estop_lifts_and_releases_an_estop_stops_o
             assert st.gripper.aperture < 0.065
             # ... and after resume the release goes on to the release aperture.
             ctl.resume()
-            st, t, ok = run_until(ctl, rest, lambda s: s.gripper.aperture >= 0.07, 3.0, t)
+            # (released: within the guard's 1 mm of release_aperture 0.07, where it stops)
+            st, t, ok = run_until(ctl, rest, lambda s: s.gripper.aperture >= 0.069, 3.0, t)
             assert ok and not st.gripper.holding, st.gripper
             print(f"\nhand actions: {[(a.kind, a.rate, a.force) for a in drv.hand.actions]}; "
                   f"unanswered {drv.hand.unanswered}")
