@@ -421,13 +421,8 @@ class FastPath:
             for out in route:
                 try:
                     out.sock.sendmsg(bufs, (), _SEND_FLAGS)
-                except BlockingIOError:
-                    dropped += 1
                 except OSError as exc:
-                    if _gone(exc):
-                        self._close_out(out)
-                    else:
-                        dropped += 1
+                    dropped += self._send_failed(out, exc)
             return dropped
         view = memoryview(payload)
         first_len = CHUNK - 2 - len(topic_b)
@@ -441,14 +436,17 @@ class FastPath:
                     pos += len(part)
                     out.sock.sendmsg([bytes((_LAST if pos >= len(view) else 0,)), part], (),
                                      _SEND_FLAGS)
-            except BlockingIOError:
-                dropped += 1  # the receiver discards the partial frame at the next first packet
             except OSError as exc:
-                if _gone(exc):
-                    self._close_out(out)
-                else:
-                    dropped += 1
+                # (a partial frame is discarded by the receiver at the next first packet)
+                dropped += self._send_failed(out, exc)
         return dropped
+
+    def _send_failed(self, out: _Out, exc: OSError) -> int:
+        """Drops a failed send counts: a full buffer (EAGAIN) is one; a gone peer is closed."""
+        if _gone(exc):
+            self._close_out(out)
+            return 0
+        return 1
 
     def fds(self) -> list[int]:
         return [*([self.listen_fd] if self.listener else []), *self.ins, *self._out_by_fd]

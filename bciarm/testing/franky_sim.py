@@ -75,6 +75,17 @@ def franky_sim_missing() -> str | None:
     return None
 
 
+def franky_missing() -> str | None:
+    """Why franky-sim or the franky client cannot be used here, or None if both can."""
+    missing = franky_sim_missing()
+    if missing is None:
+        try:
+            import franky  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            missing = f"franky (franky-control) cannot be imported: {exc}"
+    return missing
+
+
 def loopback_free(host: str) -> bool:
     """True if both libfranka ports can be bound on ``host`` right now."""
     for port in (ROBOT_PORT, GRIPPER_PORT):

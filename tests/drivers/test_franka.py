@@ -22,14 +22,9 @@ import yaml
 
 from bciarm import registry
 from bciarm.drivers.base import DriverError
-from bciarm.testing.franky_sim import FrankySim, franky_sim_missing, loopback_free
+from bciarm.testing.franky_sim import FrankySim, franky_missing, loopback_free
 
-MISSING = franky_sim_missing()
-if MISSING is None:
-    try:
-        import franky  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        MISSING = f"franky (franky-control) cannot be imported: {exc}"
+MISSING = franky_missing()
 if MISSING:
     print(f"\ntests/drivers/test_franka.py skipped: {MISSING}", file=sys.stderr)
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"franky-sim unavailable: {MISSING}")

@@ -24,7 +24,7 @@ import pytest
 from bciarm.bus.messages import GRASP_CLOSE, GRASP_NONE, GRASP_RELEASE
 from bciarm.drivers.base import DriverError
 from bciarm.drivers.franka_hand import FrankaHand
-from bciarm.testing.franky_sim import FrankySim, franky_sim_missing
+from bciarm.testing.franky_sim import FrankySim, franky_missing
 
 #: Width of the simulated object, m.
 OBJECT_W = 0.03
@@ -172,12 +172,7 @@ def test_stale_state_and_bad_settings_are_errors():
 
 # --------------------------------------------------------------------------- franky-sim
 
-MISSING = franky_sim_missing()
-if MISSING is None:
-    try:
-        import franky  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        MISSING = f"franky (franky-control) cannot be imported: {exc}"
+MISSING = franky_missing()
 if MISSING:
     print(f"\ntests/drivers/test_franka_hand.py franky-sim tests skipped: {MISSING}",
           file=sys.stderr)
